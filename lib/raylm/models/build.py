@@ -1,0 +1,144 @@
+"""Model builders: task -> Hugging Face model, from a size preset or a pretrained path.
+
+    model = build_model(cfg.model, vocab_size=8000, num_labels=2, pad_token_id=0)
+
+A preset builds a fresh model from a config (no download); `path` loads pretrained weights from a
+local folder or a model id with plain `transformers`. Presets are a small table, not code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from raylm.config import ModelConfig
+
+
+@dataclass(frozen=True)
+class Preset:
+    layers: int
+    hidden: int
+    heads: int
+    max_positions: int = 512
+
+    @property
+    def intermediate(self) -> int:
+        return 4 * self.hidden
+
+
+PRESETS: dict[str, Preset] = {
+    "tiny": Preset(layers=2, hidden=128, heads=2),
+    "small": Preset(layers=4, hidden=256, heads=4),
+    "base": Preset(layers=12, hidden=768, heads=12),
+}
+
+ENCODER_TASKS = {"classification"}
+DECODER_TASKS = {"causal_lm", "qa"}
+
+
+def resolved_preset(cfg: ModelConfig) -> Preset:
+    """The preset with the config's overrides (num_layers, hidden_size, num_heads) applied."""
+    base = PRESETS[cfg.preset or "tiny"]
+    hidden = cfg.hidden_size or base.hidden
+    heads = cfg.num_heads or (base.heads if hidden % base.heads == 0 else 1)
+    if hidden % heads:
+        raise ValueError(f"model.hidden_size {hidden} is not divisible by num_heads {heads}")
+    return Preset(
+        layers=cfg.num_layers or base.layers,
+        hidden=hidden,
+        heads=heads,
+        max_positions=base.max_positions,
+    )
+
+
+def _encoder_config(cfg: ModelConfig, vocab_size: int, num_labels: int, pad_token_id: int):
+    from transformers import BertConfig
+
+    p = resolved_preset(cfg)
+    dropout = 0.1 if cfg.dropout is None else cfg.dropout
+    return BertConfig(
+        vocab_size=vocab_size,
+        hidden_size=p.hidden,
+        num_hidden_layers=p.layers,
+        num_attention_heads=p.heads,
+        intermediate_size=p.intermediate,
+        max_position_embeddings=p.max_positions,
+        hidden_dropout_prob=dropout,
+        attention_probs_dropout_prob=dropout,
+        num_labels=num_labels,
+        pad_token_id=pad_token_id,
+    )
+
+
+def _decoder_config(cfg: ModelConfig, vocab_size: int, pad_token_id: int, eos_token_id: int | None):
+    from transformers import GPT2Config
+
+    p = resolved_preset(cfg)
+    dropout = 0.1 if cfg.dropout is None else cfg.dropout
+    return GPT2Config(
+        vocab_size=vocab_size,
+        n_embd=p.hidden,
+        n_layer=p.layers,
+        n_head=p.heads,
+        n_positions=p.max_positions,
+        resid_pdrop=dropout,
+        embd_pdrop=dropout,
+        attn_pdrop=dropout,
+        pad_token_id=pad_token_id,
+        bos_token_id=eos_token_id,
+        eos_token_id=eos_token_id,
+    )
+
+
+def build_model(
+    cfg: ModelConfig,
+    vocab_size: int,
+    num_labels: int = 2,
+    pad_token_id: int = 0,
+    eos_token_id: int | None = None,
+    id2label: dict[int, str] | None = None,
+) -> Any:
+    """Return a `transformers` model for the task (sequence classifier or causal LM)."""
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+
+    labels = {}
+    if id2label:
+        labels = {"id2label": dict(id2label), "label2id": {v: k for k, v in id2label.items()}}
+    if cfg.task in ENCODER_TASKS:
+        if cfg.path:
+            model = AutoModelForSequenceClassification.from_pretrained(
+                cfg.path, num_labels=num_labels, **labels
+            )
+        else:
+            config = _encoder_config(cfg, vocab_size, num_labels, pad_token_id)
+            for key, value in labels.items():
+                setattr(config, key, value)
+            model = AutoModelForSequenceClassification.from_config(config)
+    elif cfg.task in DECODER_TASKS:
+        if cfg.path:
+            model = AutoModelForCausalLM.from_pretrained(cfg.path)
+        else:
+            model = AutoModelForCausalLM.from_config(
+                _decoder_config(cfg, vocab_size, pad_token_id, eos_token_id)
+            )
+    else:  # pragma: no cover - ModelConfig restricts the task names
+        raise ValueError(f"unknown task {cfg.task!r}")
+    if cfg.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+    return model
+
+
+def count_parameters(
+    model: Any, trainable_only: bool = True, exclude_embeddings: bool = False
+) -> int:
+    """Parameter count; `exclude_embeddings` drops token/position embedding tables (for FLOPs)."""
+    total = 0
+    for name, param in model.named_parameters():
+        if trainable_only and not param.requires_grad:
+            continue
+        if exclude_embeddings and (
+            "embeddings" in name or name.endswith(("wte.weight", "wpe.weight"))
+        ):
+            continue
+        total += param.numel()
+    return total

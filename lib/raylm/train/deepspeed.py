@@ -1,0 +1,173 @@
+"""The one module that imports DeepSpeed: config, engine, step, checkpoints, export.
+
+Used from inside a Ray Train worker (torch.distributed is already initialised by TorchTrainer;
+DeepSpeed picks its CPU accelerator and gloo on CPU machines, NCCL on GPUs):
+
+    engine = Engine.create(model, cfg.train, total_steps)
+    loss = engine.forward_backward(batch); engine.step()
+    engine.save(ckpt_dir, client_state); engine.load(ckpt_dir)
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from raylm.config import TrainConfig
+
+NO_DECAY = (
+    "bias",
+    "LayerNorm.weight",
+    "layer_norm.weight",
+    "ln_1.weight",
+    "ln_2.weight",
+    "ln_f.weight",
+)
+
+
+def ds_config(train: TrainConfig) -> dict[str, Any]:
+    """DeepSpeed JSON config derived from the few knobs in TrainConfig."""
+    zero: dict[str, Any] = {"stage": train.zero_stage}
+    if train.zero_stage >= 2:
+        zero.update(overlap_comm=train.use_gpu, contiguous_gradients=True)
+    if train.zero_stage == 3:
+        # Needed for export: save_16bit_model gathers the shards into one state dict.
+        zero["stage3_gather_16bit_weights_on_model_save"] = True
+    if train.offload_optimizer:
+        zero["offload_optimizer"] = {"device": "cpu", "pin_memory": train.use_gpu}
+    if train.offload_params:
+        zero["offload_param"] = {"device": "cpu", "pin_memory": train.use_gpu}
+    return {
+        "train_micro_batch_size_per_gpu": train.batch_size,
+        "gradient_accumulation_steps": train.grad_accum,
+        "train_batch_size": train.global_batch_size,
+        "gradient_clipping": train.max_grad_norm,
+        "zero_optimization": zero,
+        "bf16": {"enabled": train.precision == "bf16"},
+        "fp16": {"enabled": train.precision == "fp16", "initial_scale_power": 12},
+        "optimizer": {
+            "type": "AdamW",
+            "params": {
+                "lr": train.lr,
+                "betas": list(train.betas),
+                "eps": 1e-8,
+                "weight_decay": train.weight_decay,
+                # torch's AdamW needs no compiled op; offload needs DeepSpeed's CPU Adam instead.
+                "torch_adam": not train.offload_optimizer,
+            },
+        },
+        "steps_per_print": 10**9,  # raylm logs progress itself
+        "wall_clock_breakdown": False,
+    }
+
+
+def lr_lambda(train: TrainConfig, total_steps: int):
+    """Warmup then linear / cosine decay to zero (or constant), as a multiplier of the peak lr."""
+    warmup = int(round(train.warmup_ratio * total_steps))
+    total = max(total_steps, 1)
+
+    def fn(step: int) -> float:
+        if warmup and step < warmup:
+            return (step + 1) / warmup
+        if train.schedule == "constant":
+            return 1.0
+        progress = min(1.0, (step - warmup) / max(1, total - warmup))
+        if train.schedule == "cosine":
+            return 0.5 * (1.0 + math.cos(math.pi * progress))
+        return max(0.0, 1.0 - progress)
+
+    return fn
+
+
+def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            (no_decay if name.endswith(NO_DECAY) or p.ndim < 2 else decay).append(p)
+    return [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+
+
+@dataclass
+class Engine:
+    """A DeepSpeed engine plus the bits of state raylm needs around it."""
+
+    engine: Any
+    train: TrainConfig
+
+    @classmethod
+    def create(cls, model: torch.nn.Module, train: TrainConfig, total_steps: int) -> Engine:
+        import deepspeed
+        from torch.optim.lr_scheduler import LambdaLR
+
+        engine, _, _, _ = deepspeed.initialize(
+            model=model,
+            model_parameters=param_groups(model, train.weight_decay),
+            lr_scheduler=lambda opt: LambdaLR(opt, lr_lambda(train, total_steps)),
+            config=ds_config(train),
+            dist_init_required=False,
+        )
+        return cls(engine=engine, train=train)
+
+    @property
+    def module(self) -> torch.nn.Module:
+        return self.engine.module
+
+    @property
+    def device(self) -> torch.device:
+        return self.engine.device
+
+    @property
+    def global_step(self) -> int:
+        return int(self.engine.global_steps)
+
+    @property
+    def lr(self) -> float:
+        return float(self.engine.get_lr()[0])
+
+    def forward_backward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Forward + backward on one micro-batch; returns the (unscaled) loss."""
+        out = self.engine(**batch)
+        self.engine.backward(out.loss)
+        return out.loss.detach()
+
+    def step(self) -> bool:
+        """Optimizer/scheduler step at the accumulation boundary; True when a step was taken."""
+        boundary = self.engine.is_gradient_accumulation_boundary()
+        self.engine.step()
+        return bool(boundary)
+
+    def train_mode(self, on: bool = True) -> None:
+        self.engine.train(on)
+
+    def save(self, ckpt_dir: str | Path, client_state: dict[str, Any]) -> None:
+        """Every rank writes its shards (DeepSpeed names the files by rank)."""
+        self.engine.save_checkpoint(str(ckpt_dir), tag="ds", client_state=client_state)
+
+    def load(self, ckpt_dir: str | Path) -> dict[str, Any]:
+        """Restore model, optimizer, scheduler and step; returns the client state."""
+        path, client_state = self.engine.load_checkpoint(
+            str(ckpt_dir), tag="ds", load_optimizer_states=True, load_lr_scheduler_states=True
+        )
+        if path is None:
+            raise FileNotFoundError(f"no DeepSpeed checkpoint under {ckpt_dir}")
+        return client_state or {}
+
+    def full_state_dict(self) -> dict[str, torch.Tensor] | None:
+        """The whole model's weights on rank 0 (None on other ranks). Call on every rank:
+        under ZeRO-3 it gathers the shards."""
+        import torch.distributed as dist
+
+        rank = dist.get_rank() if dist.is_initialized() else 0
+        if self.train.zero_stage == 3:
+            # Despite the name, the weights keep the engine's dtype (fp32 when training fp32).
+            return self.engine._zero3_consolidated_16bit_state_dict()
+        if rank != 0:
+            return None
+        return {k: v.detach().cpu().clone() for k, v in self.module.state_dict().items()}

@@ -1,0 +1,153 @@
+"""Training driver: builds Ray Train's TorchTrainer around the per-worker loop and runs it.
+
+    raylm train examples/sentiment_zh.yaml          # after `raylm preprocess` (same run dir)
+
+Runs on an embedded local Ray or a cluster (`run.ray_address`). Relaunching a run with the same
+`run.name` resumes from its latest checkpoint: Ray Train V2 reloads the run's checkpoint history
+from `<storage_path>/<name>` and hands the latest one to every worker.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from raylm.config import Config
+from raylm.runtime import ensure_ray, storage_path
+
+
+@dataclass
+class TrainOutcome:
+    best_checkpoint: Any  # ray.train.Checkpoint of the best validation metric
+    best_metrics: dict[str, Any]
+    latest_metrics: dict[str, Any]
+    history: list[dict[str, Any]]
+
+
+def _read_stats(run_dir: Path) -> dict[str, Any]:
+    path = run_dir / "data" / "stats.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: run `raylm preprocess` for this config first")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def _flops_per_token(cfg: Config, meta: dict[str, Any]) -> float:
+    """Model FLOPs per trained token, from a parameter-free build on the meta device."""
+    import torch
+
+    from raylm.models.build import build_model, count_parameters, resolved_preset
+    from raylm.train.flops import flops_per_token
+
+    with torch.device("meta"):
+        model = build_model(
+            cfg.model, meta["vocab_size"], meta.get("num_labels", 2), meta["pad_id"]
+        )
+    n = count_parameters(model, exclude_embeddings=True)
+    conf = model.config
+    layers = getattr(conf, "num_hidden_layers", None) or resolved_preset(cfg.model).layers
+    hidden = getattr(conf, "hidden_size", None) or resolved_preset(cfg.model).hidden
+    return flops_per_token(n, layers, hidden, cfg.data.max_length)
+
+
+def build_meta(cfg: Config, run_dir: Path, stats: dict[str, Any]) -> dict[str, Any]:
+    """Everything the workers need besides the config: vocabulary, labels, step counts."""
+    from raylm.data.tokenizer import load_tokenizer
+
+    tok = load_tokenizer(str(run_dir / "data" / "tokenizer"))
+    labels = stats.get("labels") or []
+    world = cfg.train.num_workers
+    rows = stats["splits"]["train"] // world  # the train shards are split equally
+    micro = max(1, math.ceil(rows / cfg.train.batch_size))
+    meta: dict[str, Any] = {
+        "task": cfg.model.task,
+        "vocab_size": len(tok),
+        "pad_id": tok.pad_token_id if tok.pad_token_id is not None else 0,
+        "eos_id": tok.eos_token_id,
+        "num_labels": max(len(labels), 2),
+        "id2label": {i: name for i, name in enumerate(labels)} or None,
+        "max_length": cfg.data.max_length,
+        "micro_per_epoch": micro,
+        "total_steps": max(1, (micro * cfg.train.epochs) // cfg.train.grad_accum),
+        "num_workers": world,
+    }
+    if stats.get("prompt_template"):
+        meta["prompt_template"] = stats["prompt_template"]
+    meta["flops_per_token"] = _flops_per_token(cfg, meta)
+    return meta
+
+
+def _datasets(cfg: Config, run_dir: Path) -> dict[str, Any]:
+    """Lazy Ray Datasets of encoded examples; they stream into the workers' shards."""
+    from raylm.data.pipeline import encode_classification, read_split
+
+    tok_dir = run_dir / "data" / "tokenizer"
+    return {
+        s: encode_classification(read_split(run_dir, s), tok_dir, cfg.data.max_length)
+        for s in ("train", "validation")
+    }
+
+
+def make_trainer(cfg: Config, run_dir: Path, meta: dict[str, Any]):
+    import ray.train
+    from ray.data import ExecutionOptions
+    from ray.train.torch import TorchTrainer
+
+    from raylm.train.loop import train_loop_per_worker
+
+    # Ordered, seeded input so a resumed run sees the same batches as an uninterrupted one.
+    data_config = ray.train.DataConfig(
+        execution_options=ExecutionOptions(preserve_order=True), enable_shard_locality=False
+    )
+    return TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={"cfg": cfg.model_dump(mode="json"), "meta": meta},
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=cfg.train.num_workers,
+            use_gpu=cfg.train.use_gpu,
+            resources_per_worker={"CPU": cfg.train.cpus_per_worker},
+        ),
+        run_config=ray.train.RunConfig(
+            name=cfg.run.name,
+            storage_path=storage_path(cfg.run),
+            checkpoint_config=ray.train.CheckpointConfig(
+                num_to_keep=cfg.train.keep_checkpoints,
+                checkpoint_score_attribute=cfg.train.best_metric,
+                checkpoint_score_order=cfg.train.best_mode,
+            ),
+            failure_config=ray.train.FailureConfig(max_failures=cfg.train.max_failures),
+        ),
+        datasets=_datasets(cfg, run_dir),
+        dataset_config=data_config,
+    )
+
+
+def fit(cfg: Config, run_dir: str | Path) -> TrainOutcome:
+    """Train (or resume) the run; returns where its best checkpoint is and its metrics."""
+    from raylm.train.checkpoint import read_state
+
+    run_dir = Path(run_dir).resolve()
+    ensure_ray(cfg.run)
+    meta = build_meta(cfg, run_dir, _read_stats(run_dir))
+    print(
+        f"[raylm] training {cfg.model.task} on {cfg.train.num_workers} worker(s), "
+        f"ZeRO-{cfg.train.zero_stage} {cfg.train.precision}, {meta['total_steps']} steps "
+        f"({meta['micro_per_epoch']} micro-batches/epoch/worker)",
+        flush=True,
+    )
+    result = make_trainer(cfg, run_dir, meta).fit()
+    if result.error:
+        raise result.error
+    best = (
+        result.get_best_checkpoint(cfg.train.best_metric, cfg.train.best_mode) or result.checkpoint
+    )
+    if best is None:
+        raise RuntimeError(f"run {cfg.run.name} produced no checkpoint")
+    best_metrics = next(
+        (m for c, m in result.best_checkpoints or [] if c.path == best.path), result.metrics or {}
+    )
+    with result.checkpoint.as_directory() as latest:
+        history = read_state(latest)["history"]
+    return TrainOutcome(best, best_metrics, dict(result.metrics or {}), history)

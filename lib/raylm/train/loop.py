@@ -1,0 +1,237 @@
+"""The per-worker step loop that Ray Train's TorchTrainer runs on every worker.
+
+Not called directly: `raylm.train.driver.fit` hands `train_loop_per_worker` to TorchTrainer.
+Per-step metrics go to the rank-0 console and Ray's metrics (Prometheus); `ray.train.report`
+is called only at evaluation/checkpoint boundaries because each report waits for the Train
+controller's poll (DESIGN.md, facts checked).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from raylm.config import Config, config_from_dict
+from raylm.train.tasks import COLLATE, EVALUATORS, count_tokens
+
+
+@dataclass
+class LoopState:
+    """What a checkpoint must restore besides DeepSpeed's own state."""
+
+    epoch: int = 0
+    micro_in_epoch: int = 0  # micro-batches of `epoch` already consumed
+    step: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def say(msg: str) -> None:
+    """Console line from a worker. Not print(): Ray Train patches print() into a logger that
+    also tees to stdout, which would show every line twice."""
+    sys.stdout.write(f"[raylm] {msg}\n")
+    sys.stdout.flush()
+
+
+def _rank() -> int:
+    return dist.get_rank() if dist.is_initialized() else 0
+
+
+def _all_reduce(tensors: list[torch.Tensor]) -> None:
+    """Sum tensors across workers in place (via the accelerator when the backend is NCCL)."""
+    if not (dist.is_initialized() and dist.get_world_size() > 1):
+        return
+    on_gpu = dist.get_backend() == "nccl"
+    for t in tensors:
+        buf = t.cuda() if on_gpu else t
+        dist.all_reduce(buf)
+        if on_gpu:
+            t.copy_(buf.cpu())
+
+
+class Meter:
+    """Throughput and loss since the last log line, summed over all workers."""
+
+    def __init__(self, flops_token: float, peak_total: float):
+        self.flops_token, self.peak_total = flops_token, peak_total
+        self.reset()
+        self.gauges = _gauges() if _rank() == 0 else None
+
+    def reset(self) -> None:
+        self.t0 = time.perf_counter()
+        self.sums = torch.zeros(4, dtype=torch.float64)  # loss_sum, micro_batches, samples, tokens
+
+    def add(self, loss: torch.Tensor, samples: int, tokens: int) -> None:
+        self.sums += torch.tensor([float(loss), 1.0, samples, tokens], dtype=torch.float64)
+
+    def read(self) -> dict[str, float]:
+        _all_reduce([self.sums])
+        dt = max(time.perf_counter() - self.t0, 1e-9)
+        loss_sum, n, samples, tokens = self.sums.tolist()
+        tps = tokens / dt
+        row = {
+            "train_loss": loss_sum / max(n, 1),
+            "samples_per_s": samples / dt,
+            "tokens_per_s": tps,
+            "mfu": tps * self.flops_token / self.peak_total if self.peak_total else 0.0,
+        }
+        if self.gauges:
+            for name, gauge in self.gauges.items():
+                gauge.set(row[name])
+        self.reset()
+        return row
+
+
+def _gauges() -> dict[str, Any] | None:
+    try:
+        from ray.util.metrics import Gauge
+    except ImportError:  # pragma: no cover
+        return None
+    names = {
+        "tokens_per_s": "tokens per second",
+        "samples_per_s": "samples per second",
+        "mfu": "model FLOPs utilisation (0-1)",
+        "train_loss": "training loss",
+    }
+    return {k: Gauge(f"raylm_train_{k}", description=d) for k, d in names.items()}
+
+
+def _batches(shard: Any, cfg: Config, epoch: int, pad_id: int, shuffle: bool):
+    collate = COLLATE[cfg.model.task]
+    return shard.iter_torch_batches(
+        batch_size=cfg.train.batch_size,
+        collate_fn=lambda b: collate(b, pad_id),
+        local_shuffle_buffer_size=cfg.train.shuffle_buffer or None if shuffle else None,
+        local_shuffle_seed=cfg.train.seed + epoch if shuffle and cfg.train.shuffle_buffer else None,
+        drop_last=False,
+    )
+
+
+@torch.no_grad()
+def evaluate(engine: Any, shard: Any, cfg: Config, meta: dict[str, Any]) -> dict[str, float]:
+    evaluator = EVALUATORS[cfg.model.task](meta.get("num_labels", 0))
+    engine.train_mode(False)
+    for batch in _batches(shard, cfg, 0, meta["pad_id"], shuffle=False):
+        batch = {k: v.to(engine.device) for k, v in batch.items()}
+        evaluator.update(engine.engine(**batch), batch)
+    engine.train_mode(True)
+    _all_reduce(evaluator.tensors())
+    return evaluator.metrics()
+
+
+def _save_and_report(engine: Any, state: LoopState, metrics: dict[str, Any], meta: dict) -> None:
+    import ray.train
+
+    state_dict = engine.full_state_dict()  # every rank: ZeRO-3 gathers here
+    with tempfile.TemporaryDirectory() as tmp:
+        engine.save(tmp, client_state={"loop": asdict(state)})
+        if _rank() == 0:
+            from raylm.train.checkpoint import write_hf_model
+
+            write_hf_model(engine.module, state_dict, Path(tmp) / "hf", meta)
+            (Path(tmp) / "state.json").write_text(json.dumps(asdict(state)))
+        ray.train.report(
+            metrics,
+            checkpoint=ray.train.Checkpoint.from_directory(tmp),
+            checkpoint_dir_name=f"checkpoint_step{state.step:07d}",
+        )
+
+
+def _restore(engine: Any) -> LoopState:
+    import ray.train
+
+    ckpt = ray.train.get_checkpoint()
+    if ckpt is None:
+        return LoopState()
+    with ckpt.as_directory() as d:
+        client = engine.load(d)
+    state = LoopState(**client["loop"])
+    if _rank() == 0:
+        say(
+            f"resumed from step {state.step} (epoch {state.epoch + 1}, "
+            f"micro-batch {state.micro_in_epoch})"
+        )
+    return state
+
+
+def _log(cfg: Config, state: LoopState, meter: Meter, engine: Any, total: int) -> None:
+    row = meter.read()
+    row.update(step=state.step, epoch=state.epoch + 1, lr=engine.lr)
+    state.history.append({k: round(v, 6) if isinstance(v, float) else v for k, v in row.items()})
+    if _rank() == 0:
+        say(
+            f"epoch {row['epoch']}/{cfg.train.epochs} step {state.step}/{total} "
+            f"loss {row['train_loss']:.4f} lr {row['lr']:.2e} "
+            f"samples/s {row['samples_per_s']:.1f} tokens/s {row['tokens_per_s']:.0f} "
+            f"mfu {100 * row['mfu']:.2f}%"
+        )
+
+
+def _checkpoint(engine, state: LoopState, cfg: Config, meta: dict, val_shard) -> None:
+    metrics = evaluate(engine, val_shard, cfg, meta)
+    epoch = state.epoch + state.micro_in_epoch / max(1, meta["micro_per_epoch"])
+    metrics.update(step=state.step, epoch=round(epoch, 4))
+    state.history.append({"step": state.step, "epoch": round(epoch, 4), **metrics})
+    if _rank() == 0:
+        shown = " ".join(f"{k} {v:.4f}" for k, v in metrics.items() if k.startswith("val_"))
+        say(f"validation at step {state.step}: {shown}")
+    _save_and_report(engine, state, metrics, meta)
+
+
+def train_loop_per_worker(config: dict[str, Any]) -> None:
+    """Build model + DeepSpeed engine, restore, then train/evaluate/checkpoint until done."""
+    import ray.train
+
+    from raylm.models.build import build_model
+    from raylm.train.deepspeed import Engine
+    from raylm.train.flops import device_peak_flops
+
+    cfg: Config = config_from_dict(config["cfg"])
+    meta: dict[str, Any] = config["meta"]
+    torch.manual_seed(cfg.train.seed)
+    torch.set_num_threads(max(1, int(cfg.train.cpus_per_worker)))
+    model = build_model(
+        cfg.model,
+        meta["vocab_size"],
+        meta.get("num_labels", 2),
+        meta["pad_id"],
+        meta.get("eos_id"),
+        meta.get("id2label"),
+    )
+    engine = Engine.create(model, cfg.train, meta["total_steps"])
+    state = _restore(engine)
+    peak = device_peak_flops(cfg.train.use_gpu, cfg.train.peak_flops)  # one worker's device
+    meter = Meter(meta["flops_per_token"], peak * meta["num_workers"])
+    train_shard = ray.train.get_dataset_shard("train")
+    val_shard = ray.train.get_dataset_shard("validation")
+    total, stop_at = meta["total_steps"], cfg.train.max_steps or meta["total_steps"]
+
+    while state.epoch < cfg.train.epochs and state.step < stop_at:
+        finished_epoch = True
+        for i, batch in enumerate(_batches(train_shard, cfg, state.epoch, meta["pad_id"], True)):
+            if i < state.micro_in_epoch:
+                continue  # consumed before the checkpoint we resumed from
+            batch = {k: v.to(engine.device) for k, v in batch.items()}
+            loss = engine.forward_backward(batch)
+            meter.add(loss, len(batch["input_ids"]), count_tokens(batch))
+            state.micro_in_epoch = i + 1
+            if not engine.step():
+                continue
+            state.step = engine.global_step
+            if state.step % cfg.train.log_every == 0:
+                _log(cfg, state, meter, engine, total)
+            if state.step >= stop_at:
+                finished_epoch = False
+                break
+            if cfg.train.eval_every and state.step % cfg.train.eval_every == 0:
+                _checkpoint(engine, state, cfg, meta, val_shard)
+        if finished_epoch:
+            state.epoch, state.micro_in_epoch = state.epoch + 1, 0
+        _checkpoint(engine, state, cfg, meta, val_shard)
