@@ -1,0 +1,10 @@
+"""The whole recipe: preprocess, train, export, evaluate.
+
+    python ray_jobs/pipeline.py --config examples/sentiment_zh.yaml [--set k=v ...]
+    ray job submit --working-dir . -- python ray_jobs/pipeline.py --config examples/sentiment_zh.yaml
+"""
+
+from _entry import run_stage
+
+if __name__ == "__main__":
+    run_stage("run", __doc__.splitlines()[0])

@@ -1,0 +1,241 @@
+"""Autoscaling on one machine: work that needs more nodes than exist adds them; idle ones go.
+
+    pytest tests/integration/test_autoscale.py            # about a minute on 2 cores
+
+A private Ray cluster with Ray's fake multi-node provider (worker "nodes" are extra raylets on this
+machine): head with 0 CPUs like cluster.yaml's, one worker type with a custom `accel` resource,
+min 0 / max 2, a 6 s idle timeout. A driver asks for a STRICT_SPREAD placement group of two
+`accel` bundles (the shape a 2-worker TorchTrainer asks for), so the autoscaler must add two
+nodes; then it lets go and the nodes must disappear.
+
+Why not `ray.cluster_utils.AutoscalingCluster`: its start() and shutdown() run `ray stop --force`,
+which kills every Ray process on the machine (a session `ray.init` fixture's, other people's), it
+binds the default ports, and the wheel lacks the example.yaml its constructor reads. This fixture
+starts the same thing (`ray start --head --autoscaling-config=...` with RAY_FAKE_CLUSTER=1) on
+free ports, its own temp dir and its own process group, and kills only that group.
+
+Coexists with a session-scoped `ray.init` fixture: this process never calls ray.init; the driver
+runs in a subprocess. Running it in a process that already holds a Ray session is therefore fine.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.timeout(240),
+    pytest.mark.skipif(sys.platform != "linux", reason="teardown finds processes through /proc"),
+]
+
+IDLE_TIMEOUT_MINUTES = 0.1
+DRIVER = textwrap.dedent(
+    """
+    import json, sys, time
+    import ray
+    from ray.util.placement_group import placement_group, remove_placement_group
+    from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+    ray.init(address=sys.argv[1], log_to_driver=False)
+    head = ray.get_runtime_context().get_node_id()
+    alive = lambda: sorted(n["NodeID"] for n in ray.nodes() if n["Alive"])
+    out = {"nodes_before": len(alive())}
+
+    @ray.remote(num_cpus=1, resources={"accel": 1})
+    def where():
+        time.sleep(1)
+        return ray.get_runtime_context().get_node_id()
+
+    t0 = time.time()
+    pg = placement_group([{"CPU": 1, "accel": 1}] * 2, strategy="STRICT_SPREAD")
+    ray.get(pg.ready(), timeout=150)
+    out["scale_up_s"] = round(time.time() - t0, 1)
+    out["peak_nodes"] = len(alive())
+    strategy = lambda i: PlacementGroupSchedulingStrategy(pg, placement_group_bundle_index=i)
+    used = ray.get([where.options(scheduling_strategy=strategy(i)).remote() for i in range(2)])
+    out["distinct_task_nodes"] = len(set(used))
+    out["task_on_head"] = head in used
+    remove_placement_group(pg)
+
+    t1 = time.time()
+    while len(alive()) > 1 and time.time() - t1 < 90:
+        time.sleep(1)
+    out["scale_down_s"] = round(time.time() - t1, 1)
+    out["nodes_after"] = len(alive())
+    print("RESULT " + json.dumps(out), flush=True)
+    """
+)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _cluster_config(gcs_address: str) -> dict:
+    # A complete launcher config (what Ray's missing fake_multi_node/example.yaml would provide):
+    # the autoscaler reads `auth` and the node types, and nothing may be left to defaults.
+    return {
+        "cluster_name": "raylm-autoscale-test",
+        "max_workers": 2,
+        "upscaling_speed": 2.0,
+        "idle_timeout_minutes": IDLE_TIMEOUT_MINUTES,
+        "provider": {
+            "type": "fake_multinode",
+            "gcs_address": gcs_address,  # not the default 6379: other clusters may hold it
+            "launch_multiple": True,  # create `count` nodes per request, not one per round
+            # All fake nodes share one IP: key load reports by node id, or the autoscaler never
+            # sees a worker as idle (nor as alive: it then tries to "recover" it over SSH).
+            "use_node_id_as_ip": True,
+            # Nothing to SSH into or set up: no updaters, no launch-config drift checks.
+            "disable_node_updaters": True,
+            "disable_launch_config_check": True,
+        },
+        "auth": {},
+        "docker": {},
+        "head_node_type": "ray.head.default",  # the fake provider's fixed name for the head
+        "available_node_types": {
+            "ray.head.default": {"resources": {"CPU": 0}, "node_config": {}, "max_workers": 0},
+            "accel-worker": {
+                "resources": {"CPU": 1, "accel": 1},
+                "node_config": {},
+                "min_workers": 0,
+                "max_workers": 2,
+            },
+        },
+        "file_mounts": {},
+        "cluster_synced_files": [],
+        "file_mounts_sync_continuously": False,
+        "rsync_exclude": [],
+        "rsync_filter": [],
+        "initialization_commands": [],
+        "setup_commands": [],
+        "head_setup_commands": [],
+        "worker_setup_commands": [],
+        "head_start_ray_commands": [],
+        "worker_start_ray_commands": [],
+    }
+
+
+def _pids() -> list[int]:
+    return [int(e) for e in os.listdir("/proc") if e.isdigit()]
+
+
+def _in_group(pid: int, pgid: int) -> bool:
+    try:
+        return os.getpgid(pid) == pgid
+    except OSError:  # already gone
+        return False
+
+
+def _names(pid: int, text: str) -> bool:
+    try:
+        return text in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+    except OSError:
+        return False
+
+
+def _kill_group(pgid: int, temp_dir: str) -> None:
+    """Kill this cluster's process group, then any of its processes that left the group."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(pgid, sig)
+        except ProcessLookupError:
+            break
+        deadline = time.time() + 5
+        while any(_in_group(p, pgid) for p in _pids()) and time.time() < deadline:
+            time.sleep(0.2)
+    # Every process of this cluster has its private temp dir on its command line.
+    for pid in _pids():
+        if pid != os.getpid() and _names(pid, temp_dir):
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+
+
+@pytest.fixture
+def fake_cluster():
+    from ray._private.services import get_node_ip_address
+
+    # Short path: Ray's unix sockets live under it and socket paths are limited to ~107 bytes.
+    temp_dir = tempfile.mkdtemp(prefix="raylm-as-", dir="/tmp")
+    gcs = f"{get_node_ip_address()}:{_free_port()}"
+    config_path = Path(temp_dir) / "autoscaler.json"
+    config_path.write_text(json.dumps(_cluster_config(gcs)))
+    cmd = [
+        sys.executable,
+        "-m",
+        "ray.scripts.scripts",
+        "start",
+        "--head",
+        f"--port={gcs.rsplit(':', 1)[1]}",
+        f"--autoscaling-config={config_path}",
+        f"--temp-dir={temp_dir}",
+        "--num-cpus=0",
+        f"--dashboard-port={_free_port()}",
+        f"--dashboard-agent-listen-port={_free_port()}",
+        f"--ray-client-server-port={_free_port()}",
+        "--disable-usage-stats",
+    ]
+    # Token auth on, as in cluster.yaml; the token is ~/.ray/auth_token (created if missing).
+    env = dict(
+        os.environ, RAY_FAKE_CLUSTER="1", AUTOSCALER_UPDATE_INTERVAL_S="1", RAY_AUTH_MODE="token"
+    )
+    env.pop("RAY_ADDRESS", None)
+    # Own session = own process group: everything this cluster starts, fake nodes included,
+    # inherits it, so teardown can kill exactly this cluster.
+    proc = subprocess.Popen(
+        cmd, env=env, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    try:
+        out, _ = proc.communicate(timeout=120)
+        assert proc.returncode == 0, out.decode(errors="replace")[-3000:]
+        yield {"address": gcs, "temp_dir": temp_dir}
+    finally:
+        _kill_group(proc.pid, temp_dir)
+        shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def _autoscaler_log(temp_dir: str, lines: int = 60) -> str:
+    log = Path(temp_dir) / "session_latest" / "logs" / "monitor.log"
+    text = log.read_text(errors="replace").splitlines() if log.exists() else ["(no monitor.log)"]
+    return "\n--- autoscaler (monitor.log) ---\n" + "\n".join(text[-lines:])
+
+
+def test_workload_scales_workers_up_then_idle_nodes_go(fake_cluster):
+    # ray.init with an explicit address never turns token auth on by itself: say so.
+    env = dict(os.environ, RAY_ADDRESS=fake_cluster["address"], RAY_AUTH_MODE="token")
+    t0 = time.time()
+    run = subprocess.run(
+        [sys.executable, "-c", DRIVER, fake_cluster["address"]],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=210,
+    )
+    lines = [ln for ln in run.stdout.splitlines() if ln.startswith("RESULT ")]
+    log = _autoscaler_log(fake_cluster["temp_dir"])
+    assert run.returncode == 0 and lines, run.stdout[-2000:] + run.stderr[-3000:] + log
+    result = json.loads(lines[-1][len("RESULT ") :])
+    print(f"autoscale: {result}, driver wall {time.time() - t0:.0f}s")
+
+    assert result["nodes_before"] == 1, log  # just the head: min_workers is 0
+    assert result["peak_nodes"] == 3, log  # the autoscaler added two workers
+    assert result["distinct_task_nodes"] == 2  # STRICT_SPREAD across both new nodes
+    assert not result["task_on_head"]  # the 0-CPU head took no work
+    assert result["nodes_after"] == 1, f"idle workers still up after {result['scale_down_s']}s{log}"
+    # Removed by the idle timeout, not at once (the driver allows 90 s before giving up).
+    assert result["scale_down_s"] >= IDLE_TIMEOUT_MINUTES * 60 * 0.5
