@@ -14,21 +14,23 @@ class ClassifierPredictor:
     """Loaded once per Ray Data actor; scores batches of raw texts."""
 
     def __init__(self, model_dir: str, max_length: int):
-        import torch
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-        torch.set_grad_enabled(False)
         self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
         self.model = AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
         self.max_length = max_length
 
     def predict_texts(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
-        """Return (predicted class ids, class probabilities) for raw texts."""
+        """Return (predicted class ids, class probabilities) for raw texts. Thread-safe: grad mode
+        is per thread, so inference mode is entered here, not in __init__."""
+        import torch
+
         enc = self.tokenizer(
             texts, truncation=True, max_length=self.max_length, padding=True, return_tensors="pt"
         )
         enc.pop("token_type_ids", None)
-        probs = self.model(**enc).logits.float().softmax(-1).numpy()
+        with torch.inference_mode():
+            probs = self.model(**enc).logits.float().softmax(-1).numpy()
         return probs.argmax(-1), probs
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:

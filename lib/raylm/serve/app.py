@@ -1,0 +1,354 @@
+"""Ray Serve application: one FastAPI ingress routing by model name to one deployment per model.
+
+Locally (blocking; Ctrl-C stops):   raylm serve outputs/serve_demo --config examples/serve.yaml
+Import path (serve run / deploy, KubeRay RayService):  raylm.serve.app:build_app
+    serve run raylm.serve.app:build_app config=examples/serve.yaml models.demo=/abs/run/model
+In Python:  url = deploy({"demo": "outputs/serve_demo/model"}, {"port": 8000})
+
+Endpoints (see /docs): POST /v1/classify, /v1/completions, /v1/chat/completions, /v1/qa;
+GET /v1/models, /healthz (liveness), /readyz (models loaded), /openapi.json.
+Overload past a model's `max_queued_requests` answers 503 with Retry-After; see api.py for 401/413.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from ray import serve
+from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
+
+from raylm.config import ConfigError
+from raylm.serve import openai_compat as oai
+from raylm.serve.models import ClassifierModel, GeneratorModel
+from raylm.serve.schemas import (
+    ApiError,
+    ChatCompletionRequest,
+    ClassifyRequest,
+    CompletionRequest,
+    GenParams,
+    QARequest,
+    ServeConfig,
+    load_serve_config,
+)
+from raylm.train.checkpoint import read_model_meta
+
+GENERATIVE = ("causal_lm", "qa")
+READY_TIMEOUT_S = 2.0
+MIN_TEMPERATURE = 1e-3
+
+
+async def call(response: Any, timeout_s: float) -> Any:
+    """Await a handle call, mapping Serve's overload and failure modes to API errors."""
+    try:
+        return await asyncio.wait_for(response, timeout_s)
+    except BackPressureError as err:  # the model's queue is full: refuse at once
+        raise ApiError(503, f"server overloaded, retry later ({err})", "overloaded_error") from None
+    except DeploymentUnavailableError as err:
+        raise ApiError(503, f"model unavailable, retry later ({err})", "overloaded_error") from None
+    except asyncio.TimeoutError:
+        getattr(response, "cancel", lambda: None)()
+        raise ApiError(504, f"no answer within {timeout_s:g} s", "timeout_error") from None
+    except ApiError as err:  # raised in a model replica: arrives wrapped in RayTaskError
+        cause = getattr(err, "cause", err)
+        raise ApiError(cause.status, cause.message, cause.type, cause.param) from None
+
+
+@serve.deployment
+@serve.ingress()
+class Ingress:
+    def __init__(
+        self,
+        handles: dict[str, Any],
+        tasks: dict[str, str],
+        cfg: dict[str, Any],
+        token_sha256: str | None = None,
+    ):
+        self.handles, self.tasks = handles, tasks
+        self.cfg = ServeConfig.model_validate(cfg)
+        # The token may be set where the app was built (hashed into the args) or on this node.
+        token = os.environ.get(self.cfg.auth_token_env)
+        self.token_sha256 = token_sha256 or (_sha256(token) if token else None)
+        self.infos: dict[str, dict[str, Any]] = {}
+        self.created = int(time.time())
+
+    def __serve_build_asgi_app__(self) -> Any:
+        from raylm.serve.api import make_api
+
+        return make_api(self)
+
+    # ------------------------------------------------------------------------------ helpers
+    def _pick(self, name: str | None, tasks: tuple[str, ...]) -> str:
+        if name is None:
+            for model, task in self.tasks.items():
+                if task in tasks:
+                    return model
+            needs = " or ".join(tasks)
+            raise ApiError(400, f"no served model handles this endpoint (needs {needs})")
+        if name not in self.tasks:
+            available = ", ".join(self.tasks) or "none"
+            msg = f"model '{name}' not found (available: {available})"
+            raise ApiError(404, msg, "not_found_error", "model")
+        if self.tasks[name] not in tasks:
+            msg = f"model '{name}' is a {self.tasks[name]} model; this endpoint needs {tasks[0]}"
+            raise ApiError(400, msg, param="model")
+        return name
+
+    def _check_texts(self, texts: list[str], param: str) -> None:
+        limits = self.cfg.limits
+        if len(texts) > limits.max_texts_per_request:
+            msg = f"{len(texts)} items, over the limit of {limits.max_texts_per_request}"
+            raise ApiError(400, msg, param=param)
+        for i, text in enumerate(texts):
+            if len(text) > limits.max_chars_per_text:
+                msg = f"{len(text)} characters, over the limit of {limits.max_chars_per_text}"
+                raise ApiError(400, msg, param=f"{param}.{i}")
+
+    def _params(self, req: Any, max_tokens: int | None, default: int) -> GenParams:
+        n = max_tokens or default
+        if n > self.cfg.limits.max_new_tokens:
+            msg = f"max_tokens {n} is over the limit of {self.cfg.limits.max_new_tokens}"
+            raise ApiError(400, msg, param="max_tokens")
+        temperature = 1.0 if req.temperature is None else req.temperature
+        # Below this, sampling is greedy in effect, and logits / temperature would overflow.
+        sample = temperature >= MIN_TEMPERATURE
+        return GenParams(
+            max_new_tokens=n,
+            do_sample=sample,
+            temperature=temperature if sample else 1.0,
+            top_p=req.top_p or 1.0,
+            seed=req.seed,
+            stop=tuple(req.stop_list()),
+        )
+
+    async def _call(self, response: Any) -> Any:
+        return await call(response, self.cfg.request_timeout_s)
+
+    # ---------------------------------------------------------------------------- endpoints
+    async def classify(self, req: ClassifyRequest) -> dict[str, Any]:
+        name = self._pick(req.model, ("classification",))
+        self._check_texts(req.texts, "texts")
+        results = await self._call(self.handles[name].classify.remote(req.texts))
+        return {"model": name, "results": results}
+
+    async def complete(self, req: CompletionRequest) -> dict[str, Any]:
+        name = self._pick(req.model, GENERATIVE)
+        prompts = [req.prompt] if isinstance(req.prompt, str) else req.prompt
+        self._check_texts(prompts, "prompt")
+        params = self._params(req, req.max_tokens, 16)
+        outs = await self._call(self.handles[name].complete.remote(prompts, params))
+        return oai.completion_body(name, outs)
+
+    async def chat(self, req: ChatCompletionRequest) -> dict[str, Any]:
+        name = self._pick(req.model, GENERATIVE)
+        messages = self._messages(req)
+        params = self._params(req, req.max_completion_tokens or req.max_tokens, self._chat_max())
+        outs = await self._call(self.handles[name].complete.remote(None, params, messages))
+        return oai.chat_body(name, outs[0])
+
+    async def qa(self, req: QARequest) -> dict[str, Any]:
+        name = self._pick(req.model, GENERATIVE)
+        self._check_texts([req.context], "context")
+        self._check_texts([req.question], "question")
+        n = req.max_new_tokens or min(32, self.cfg.limits.max_new_tokens)
+        if n > self.cfg.limits.max_new_tokens:
+            msg = f"max_new_tokens {n} is over the limit of {self.cfg.limits.max_new_tokens}"
+            raise ApiError(400, msg, param="max_new_tokens")
+        params = GenParams(max_new_tokens=n)
+        out = await self._call(self.handles[name].answer.remote(req.context, req.question, params))
+        keys = ("answer", "prompt_tokens", "completion_tokens", "finish_reason")
+        return {"model": name, **{k: out[k] for k in keys}}
+
+    async def stream(self, req: Any, chat: bool):
+        """Start a streamed generation; errors before the first token become plain 4xx/503."""
+        name = self._pick(req.model, GENERATIVE)
+        if chat:
+            messages, prompt = self._messages(req), None
+            max_tokens = req.max_completion_tokens or req.max_tokens
+            params = self._params(req, max_tokens, self._chat_max())
+        else:
+            if not isinstance(req.prompt, str) and len(req.prompt) != 1:
+                raise ApiError(400, "streaming takes a single prompt", param="prompt")
+            prompt = req.prompt if isinstance(req.prompt, str) else req.prompt[0]
+            messages = None
+            self._check_texts([prompt], "prompt")
+            params = self._params(req, req.max_tokens, 16)
+        gen = self.handles[name].options(stream=True).stream.remote(prompt, params, messages)
+        first = await self._call(gen.__anext__())
+        usage = bool(req.stream_options and req.stream_options.include_usage)
+        return oai.stream_chunks(_rest(gen), name, first["prompt_tokens"], chat, usage)
+
+    def _messages(self, req: ChatCompletionRequest) -> list[dict[str, str]]:
+        messages = [{"role": m.role, "content": m.text()} for m in req.messages]
+        self._check_texts([m["content"] for m in messages], "messages")
+        return messages
+
+    def _chat_max(self) -> int:
+        return min(256, self.cfg.limits.max_new_tokens)
+
+    async def list_models(self) -> dict[str, Any]:
+        await self.ready()
+        cards = [
+            {
+                "id": name,
+                "object": "model",
+                "created": self.created,
+                "owned_by": "raylm",
+                "task": task,
+                "labels": self.infos.get(name, {}).get("labels"),
+            }
+            for name, task in self.tasks.items()
+        ]
+        return {"object": "list", "data": cards}
+
+    async def ready(self) -> dict[str, str]:
+        """Ask each model replica once (cached after it answers); 503 while any is loading."""
+        missing = [n for n in self.tasks if n not in self.infos]
+        calls = [call(self.handles[n].info.remote(), READY_TIMEOUT_S) for n in missing]
+        answers = await asyncio.gather(*calls, return_exceptions=True)
+        for name, res in zip(missing, answers, strict=True):
+            if isinstance(res, dict):
+                self.infos[name] = res
+        loading = [n for n in self.tasks if n not in self.infos]
+        if loading:
+            raise ApiError(503, f"models not ready: {', '.join(loading)}", "not_ready")
+        return dict(self.tasks)
+
+
+async def _rest(gen: Any) -> Any:
+    """The rest of a replica's stream, a lost replica surfacing as an in-band 503 error."""
+    try:
+        async for item in gen:
+            yield item
+    except (BackPressureError, DeploymentUnavailableError) as err:
+        raise ApiError(503, f"model replica unavailable ({err})", "overloaded_error") from None
+
+
+# --------------------------------------------------------------------------------- building
+def _sha256(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def model_task(path: str | Path, name: str = "?") -> str:
+    """The task stored in the exported folder's raylm.json (or guessed from its HF config)."""
+    path = Path(path)
+    if not (path / "config.json").is_file():
+        raise ConfigError(f"serve.models.{name}: {path} is not an exported model (no config.json)")
+    task = read_model_meta(path).get("task")
+    if task:
+        return task
+    import json
+
+    archs = json.loads((path / "config.json").read_text(encoding="utf-8")).get("architectures")
+    return "classification" if any("Classification" in a for a in archs or []) else "causal_lm"
+
+
+def model_options(cfg: ServeConfig, name: str) -> dict[str, Any]:
+    """`Deployment.options` for one model: replicas or autoscaling, queue limits, resources."""
+    opts: dict[str, Any] = {
+        "name": f"model_{name}",
+        "max_ongoing_requests": cfg.max_ongoing_requests,
+        "max_queued_requests": cfg.max_queued_requests,
+        "ray_actor_options": {"num_cpus": cfg.num_cpus, "num_gpus": cfg.num_gpus},
+    }
+    if cfg.autoscaling is not None:
+        opts["autoscaling_config"] = cfg.autoscaling.model_dump()
+    else:
+        opts["num_replicas"] = cfg.num_replicas
+    return opts
+
+
+def build_application(cfg: ServeConfig) -> Any:
+    """The bound Serve application for a validated config."""
+    if not cfg.models:
+        raise ConfigError("serve.models: no models to serve (give MODEL_DIR or serve.models)")
+    handles, tasks = {}, {}
+    batch, limits = cfg.batch.model_dump(), cfg.limits.model_dump()
+    for name, path in cfg.models.items():
+        tasks[name] = model_task(path, name)
+        opts = model_options(cfg, name)
+        if tasks[name] == "classification":
+            handles[name] = ClassifierModel.options(**opts).bind(name, str(path), batch)
+        else:
+            handles[name] = GeneratorModel.options(**opts).bind(name, str(path), batch, limits)
+    token = os.environ.get(cfg.auth_token_env)
+    ingress = Ingress.options(
+        max_ongoing_requests=cfg.ingress_max_ongoing_requests,
+        # The ingress only awaits handles: let it queue as much as it runs, so overload is
+        # refused by the model deployments' queues (JSON 503) rather than by the proxy (text).
+        max_queued_requests=cfg.ingress_max_ongoing_requests,
+        ray_actor_options={"num_cpus": 0},
+    )
+    token_sha256 = _sha256(token) if token else None
+    return ingress.bind(handles, tasks, cfg.model_dump(mode="json"), token_sha256)
+
+
+def build_app(args: dict[str, Any]) -> Any:
+    """Application builder for `serve run`/`serve deploy`/RayService; args = a `serve:` mapping.
+
+    `config: FILE` reads a recipe's serve section (or a bare serve YAML) first; dotted keys, as
+    `serve run` passes them (`models.sentiment=/abs/model port=8001`), set nested fields.
+    """
+    from raylm.serve.cli import read_serve_section
+
+    args = dict(args)
+    merged = read_serve_section(args.pop("config", None))
+    for key, value in args.items():
+        *parents, leaf = key.split(".")
+        node = merged
+        for part in parents:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"build_app args: '{part}' in '{key}' is not a section")
+        node[leaf] = value
+    return build_application(load_serve_config(merged, source="build_app args"))
+
+
+def http_options(cfg: ServeConfig) -> dict[str, Any]:
+    # The proxy's own deadline is a backstop a little past the ingress's 504.
+    return {"host": cfg.host, "port": cfg.port, "request_timeout_s": cfg.request_timeout_s + 5}
+
+
+def deploy(
+    model_paths: dict[str, str],
+    serve_cfg: ServeConfig | dict[str, Any] | None = None,
+    blocking: bool = False,
+) -> str:
+    """Start Serve (HTTP on cfg.host:port) and run the app; return its base URL.
+
+    Uses the connected Ray, else `ray.init()` (RAY_ADDRESS or a new local one). `blocking` waits
+    until Ctrl-C, then deletes the app.
+    """
+    import ray
+
+    if not isinstance(serve_cfg, ServeConfig):
+        serve_cfg = load_serve_config(serve_cfg or {})
+    cfg = serve_cfg.model_copy(update={"models": {**serve_cfg.models, **model_paths}})
+    cfg = load_serve_config(cfg.model_dump())  # re-validate the merged model names
+    app = build_application(cfg)
+    if not ray.is_initialized():
+        ray.init()
+    serve.start(http_options=http_options(cfg))
+    serve.run(app, name=cfg.app_name, route_prefix=cfg.route_prefix, blocking=False)
+    host = "127.0.0.1" if cfg.host in ("0.0.0.0", "::") else cfg.host
+    url = f"http://{host}:{cfg.port}{cfg.route_prefix.rstrip('/')}"
+    if blocking:
+        print(f"raylm serve: {url} (docs: {url}/docs); Ctrl-C stops", flush=True)
+        _wait_for_signal()
+        serve.delete(cfg.app_name)
+    return url
+
+
+def _wait_for_signal() -> None:
+    """Block until SIGINT or SIGTERM (`docker stop`, Kubernetes), then return to clean up."""
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    while not stop.wait(1.0):
+        pass

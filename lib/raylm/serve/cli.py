@@ -1,0 +1,113 @@
+"""`raylm serve MODEL_DIR_OR_RUN [--config serve.yaml] [--build]`: the command's body.
+
+    raylm serve outputs/serve_demo --config examples/serve.yaml          # serve until Ctrl-C
+    raylm serve outputs/serve_demo --config examples/serve.yaml --build  # write a Serve config
+    serve deploy outputs/serve_demo/serve_deploy.yaml                    # ...for a running cluster
+
+A run folder means its exported `<run>/model`. `--config` takes a recipe (its `serve:` section is
+used) or a bare serve mapping. Errors raise `ConfigError` / `FileNotFoundError` with a message fit
+to show as is.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from raylm.config import ConfigError
+from raylm.serve.schemas import ServeConfig, load_serve_config
+
+IMPORT_PATH = "raylm.serve.app:build_app"
+RECIPE_KEYS = ("data", "model", "train", "run", "tune", "serve")
+
+
+def read_serve_section(path: str | Path | None) -> dict[str, Any]:
+    """The `serve:` mapping of a recipe YAML, or the whole file when it is a bare serve config."""
+    if path is None:
+        return {}
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    if any(key in raw for key in RECIPE_KEYS):
+        section = raw.get("serve") or {}
+        if not isinstance(section, dict):
+            raise ConfigError(f"{path}: `serve` must be a mapping")
+        return section
+    return raw
+
+
+def resolve_model_dir(target: str | Path) -> Path:
+    """An exported model folder, or a run folder holding one in `model/`."""
+    target = Path(target)
+    for candidate in (target, target / "model"):
+        if (candidate / "config.json").is_file():
+            return candidate.resolve()
+    raise FileNotFoundError(
+        f"{target}: no exported model here or in {target / 'model'} (run `raylm export` first)"
+    )
+
+
+def model_name(model_dir: Path) -> str:
+    """A deployment-safe name: the run's name for `<run>/model`, else the folder's name."""
+    base = model_dir.parent.name if model_dir.name == "model" else model_dir.name
+    name = re.sub(r"[^A-Za-z0-9_.-]", "-", base).lstrip("_.-")[:64]
+    return name or "model"
+
+
+def deploy_config(cfg: ServeConfig) -> dict[str, Any]:
+    """A `serve deploy` / RayService `serveConfigV2` document for this serve config."""
+    from raylm.serve.app import http_options
+
+    args = cfg.model_dump(mode="json", exclude_defaults=True)
+    args["models"] = {name: str(Path(path).resolve()) for name, path in cfg.models.items()}
+    app = {
+        "name": cfg.app_name,
+        "route_prefix": cfg.route_prefix,
+        "import_path": IMPORT_PATH,
+        "args": args,
+    }
+    return {"http_options": http_options(cfg), "applications": [app]}
+
+
+def write_deploy_config(cfg: ServeConfig, out: str | Path) -> Path:
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    header = (
+        "# Written by `raylm serve --build`. Deploy to a running cluster: serve deploy "
+        f"{out.name}\n# Model paths must exist on every node that runs a replica.\n"
+    )
+    body = yaml.safe_dump(deploy_config(cfg), sort_keys=False, allow_unicode=True)
+    out.write_text(header + body, encoding="utf-8")
+    return out
+
+
+def serve_command(
+    target: str, config_path: str | None = None, build: bool = False, output: str | None = None
+) -> str:
+    """Serve the model at `target` (plus any in `serve.models`); return the URL or YAML path.
+
+    `build` writes the Serve config (default `<run>/serve_deploy.yaml`) instead of serving;
+    otherwise this blocks until Ctrl-C.
+    """
+    section = read_serve_section(config_path)
+    model_dir = resolve_model_dir(target)
+    extra = section.get("models") or {}
+    models = {model_name(model_dir): str(model_dir), **extra} if isinstance(extra, dict) else extra
+    source = str(config_path or "serve")
+    cfg = load_serve_config({**section, "models": models}, source=source)
+    if build:
+        out = write_deploy_config(cfg, output or model_dir.parent / "serve_deploy.yaml")
+        print(f"wrote {out}; deploy with: serve deploy {out}")
+        return str(out)
+    from raylm.serve.app import deploy
+
+    return deploy({}, cfg, blocking=True)

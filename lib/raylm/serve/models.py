@@ -1,0 +1,264 @@
+"""Model deployments: one per exported model folder, called by the ingress through handles.
+
+`ClassifierModel` wraps the offline evaluator (`ClassifierPredictor`), so served labels are the
+labels `raylm evaluate` computes. `GeneratorModel` wraps `raylm.generate` for causal LMs and QA.
+Both batch with `@serve.batch` (sizes from `serve.batch`) and run torch in a worker thread, so the
+replica's event loop keeps filling the next batch while one computes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+from ray import serve
+
+from raylm.data.qa import DEFAULT_TEMPLATE, build_prompt, render_prompt
+from raylm.serve.schemas import ApiError, GenParams
+from raylm.train.checkpoint import read_model_meta
+
+
+async def _in_thread(fn: Any, *args: Any, **kwargs: Any) -> Any:
+    """Run torch work off the event loop. Grad mode is per thread: switch it off in the worker."""
+
+    def run() -> Any:
+        import torch
+
+        with torch.inference_mode():
+            return fn(*args, **kwargs)
+
+    return await asyncio.to_thread(run)
+
+
+def _labels(meta: dict[str, Any], config: Any) -> list[str]:
+    id2label = {int(k): str(v) for k, v in (meta.get("id2label") or {}).items()}
+    if not id2label:
+        id2label = {int(k): str(v) for k, v in (getattr(config, "id2label", None) or {}).items()}
+    return [id2label.get(i, f"LABEL_{i}") for i in range(config.num_labels)]
+
+
+@serve.deployment
+class ClassifierModel:
+    def __init__(self, name: str, path: str, batch: dict[str, Any]):
+        from raylm.eval.predict import ClassifierPredictor
+
+        meta = read_model_meta(path)
+        config_len = self._positions(path)
+        self.predictor = ClassifierPredictor(path, max_length=meta.get("max_length") or config_len)
+        # A text longer than the position table would crash the model: truncate to fit.
+        self.predictor.max_length = min(self.predictor.max_length, config_len)
+        self.name = name
+        self.labels = _labels(meta, self.predictor.model.config)
+        self._score.set_max_batch_size(batch["max_batch_size"])
+        self._score.set_batch_wait_timeout_s(batch["batch_wait_timeout_s"])
+
+    @staticmethod
+    def _positions(path: str) -> int:
+        from transformers import AutoConfig
+
+        return int(getattr(AutoConfig.from_pretrained(path), "max_position_embeddings", 512))
+
+    @serve.batch
+    async def _score(self, texts: list[str]) -> list[list[float]]:
+        _, probs = await _in_thread(self.predictor.predict_texts, texts)
+        return probs.tolist()
+
+    async def classify(self, texts: list[str]) -> list[dict[str, Any]]:
+        """Per text: label, label_id, score and every class's probability."""
+        # One item per text, so `max_batch_size` counts texts across concurrent requests.
+        rows = await asyncio.gather(*(self._score(t) for t in texts))
+        out = []
+        for probs in rows:
+            best = max(range(len(probs)), key=probs.__getitem__)
+            out.append(
+                {
+                    "label": self.labels[best],
+                    "label_id": best,
+                    "score": probs[best],
+                    "probabilities": dict(zip(self.labels, probs, strict=True)),
+                }
+            )
+        return out
+
+    def info(self) -> dict[str, Any]:
+        return {"name": self.name, "task": "classification", "labels": self.labels}
+
+
+def _apply_stop(text: str, stops: tuple[str, ...]) -> tuple[str, bool]:
+    cut = min((i for i in (text.find(s) for s in stops) if i >= 0), default=-1)
+    return (text[:cut], True) if cut >= 0 else (text, False)
+
+
+def _advance(gen: Any) -> tuple[str, Any]:
+    """One step of a generator: ("piece", value) or ("done", its return value)."""
+    try:
+        return "piece", next(gen)
+    except StopIteration as stop:
+        return "done", stop.value
+
+
+def _chat_prompt(tokenizer: Any, messages: list[dict[str, str]]) -> str:
+    if getattr(tokenizer, "chat_template", None):
+        try:
+            return tokenizer.apply_chat_template(
+                messages, tokenize=False, add_generation_prompt=True
+            )
+        except Exception as err:  # templates raise on what they refuse (e.g. role order)
+            msg = f"the model's chat template refused the messages: {err}"
+            raise ApiError(400, msg, param="messages") from None
+    # Models trained by raylm have no chat template: a plain transcript ending on the answer turn.
+    lines = [f"{m['role']}: {m['content']}" for m in messages]
+    return "\n".join([*lines, "assistant:"])
+
+
+@serve.deployment
+class GeneratorModel:
+    def __init__(self, name: str, path: str, batch: dict[str, Any], limits: dict[str, Any]):
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        torch.set_grad_enabled(False)
+        self.tokenizer = AutoTokenizer.from_pretrained(path)
+        # Ray hides GPUs from replicas that reserve none (serve.num_gpus: 0): CPU then.
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.model = AutoModelForCausalLM.from_pretrained(path).to(device).eval()
+        self.meta = read_model_meta(path)
+        self.task = self.meta.get("task") or "causal_lm"
+        # The length `generate` checks against (GPT-2's n_positions under its generic name).
+        self.context = int(getattr(self.model.config, "max_position_embeddings", 1024))
+        self.template = self.meta.get("prompt_template") or DEFAULT_TEMPLATE
+        render_prompt(self.template, "", "")  # a bad stored template fails at load, not per call
+        self.name, self.limits = name, limits
+        self._generate.set_max_batch_size(batch["max_batch_size"])
+        self._generate.set_batch_wait_timeout_s(batch["batch_wait_timeout_s"])
+
+    def _tokens(self, text: str, specials: bool = False) -> int:
+        return len(self.tokenizer(text, add_special_tokens=specials)["input_ids"])
+
+    def _count(self, prompt: str, params: GenParams, param: str) -> int:
+        """Prompt tokens, counted as `generate` counts them; 400 when over a limit."""
+        n = self._tokens(prompt, specials=True)
+        if n == 0:
+            raise ApiError(400, "the prompt encodes to no tokens", param=param)
+        if n > self.limits["max_prompt_tokens"]:
+            raise ApiError(
+                400,
+                f"prompt has {n} tokens, over the limit of {self.limits['max_prompt_tokens']}",
+                param=param,
+            )
+        if n + params.max_new_tokens > self.context:
+            raise ApiError(
+                400,
+                f"prompt ({n} tokens) + max_tokens ({params.max_new_tokens}) exceeds the "
+                f"model's context of {self.context} tokens",
+                param=param,
+            )
+        return n
+
+    @serve.batch
+    async def _generate(self, items: list[tuple[str, GenParams]]) -> list[dict[str, Any]]:
+        from raylm.generate import generate
+
+        # One generate() call per distinct setting; a seeded request runs alone (own RNG stream).
+        groups: dict[Any, list[int]] = {}
+        for i, (_, p) in enumerate(items):
+            groups.setdefault(p if p.seed is None else (p, i), []).append(i)
+        out: list[dict[str, Any]] = [{}] * len(items)
+        for idx in groups.values():
+            p = items[idx[0]][1]
+            results = await _in_thread(
+                generate,
+                self.model,
+                self.tokenizer,
+                [items[i][0] for i in idx],
+                p.max_new_tokens,
+                do_sample=p.do_sample,
+                temperature=p.temperature,
+                top_p=p.top_p,
+                seed=p.seed,
+            )
+            for i, r in zip(idx, results, strict=True):
+                text, hit = _apply_stop(r.text, p.stop)
+                out[i] = {
+                    "text": text,
+                    "prompt_tokens": r.prompt_tokens,
+                    "completion_tokens": r.completion_tokens,
+                    "finish_reason": "stop" if hit else r.finish_reason,
+                }
+        return out
+
+    async def complete(
+        self, prompts: list[str] | None, params: GenParams, messages: list | None = None
+    ) -> list[dict[str, Any]]:
+        """Generate for each prompt (or for the chat `messages`); batched across requests."""
+        if messages is not None:
+            prompts = [_chat_prompt(self.tokenizer, messages)]
+        for i, prompt in enumerate(prompts):
+            self._count(prompt, params, "messages" if messages else f"prompt.{i}")
+        return list(await asyncio.gather(*(self._generate((p, params)) for p in prompts)))
+
+    async def stream(
+        self, prompt: str | None, params: GenParams, messages: list | None = None
+    ) -> AsyncIterator[Any]:
+        """Yield {"prompt_tokens"} first (after checks), then text pieces, then a closing dict."""
+        from raylm.generate import stream_generate
+
+        if messages is not None:
+            prompt = _chat_prompt(self.tokenizer, messages)
+        yield {"prompt_tokens": self._count(prompt, params, "messages" if messages else "prompt")}
+        gen = stream_generate(
+            self.model,
+            self.tokenizer,
+            prompt,
+            params.max_new_tokens,
+            do_sample=params.do_sample,
+            temperature=params.temperature,
+            top_p=params.top_p,
+            seed=params.seed,
+        )
+        text, sent, result, hit = "", "", None, False
+        held = max((len(s) for s in params.stop), default=1) - 1
+        try:
+            while result is None and not hit:
+                kind, value = await _in_thread(_advance, gen)
+                if kind == "done":
+                    result = value
+                    continue
+                text, hit = _apply_stop(text + value, params.stop)
+                # Hold back a tail that may be the start of a stop string.
+                ready = text if hit else text[: len(text) - held]
+                if ready:
+                    yield ready
+                    sent, text = sent + ready, text[len(ready) :]
+        finally:
+            with contextlib.suppress(ValueError):  # still running in a thread: it ends anyway
+                gen.close()
+        if result is None:  # cut at a stop string: count what was sent
+            yield {"finish_reason": "stop", "completion_tokens": self._tokens(sent)}
+            return
+        if text:
+            yield text
+        yield {"finish_reason": result.finish_reason, "completion_tokens": result.completion_tokens}
+
+    async def answer(self, context: str, question: str, params: GenParams) -> dict[str, Any]:
+        """Extractive-style QA with the prompt template the model was trained with."""
+        max_length = min(self.meta.get("max_length") or self.context, self.context)
+        try:
+            prompt = build_prompt(
+                self.tokenizer,
+                context,
+                question,
+                max_length,
+                params.max_new_tokens,
+                self.template,
+            )
+        except ValueError as err:  # the question alone leaves no room for the answer
+            raise ApiError(400, str(err), param="question") from None
+        self._count(prompt, params, "context")
+        result = await self._generate((prompt, params))
+        return {**result, "answer": result["text"].strip()}
+
+    def info(self) -> dict[str, Any]:
+        return {"name": self.name, "task": self.task, "context": self.context}

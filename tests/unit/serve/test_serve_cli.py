@@ -1,0 +1,109 @@
+"""`raylm serve` target resolution, `--build` output (a valid `serve deploy` config), build_app."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from raylm.config import ConfigError
+from raylm.serve.cli import model_name, read_serve_section, resolve_model_dir, serve_command
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def _fake_model(path: Path, task: str) -> Path:
+    # Only the files the builder reads: no weights are loaded until a replica starts.
+    path.mkdir(parents=True)
+    arch = "BertForSequenceClassification" if task == "classification" else "GPT2LMHeadModel"
+    (path / "config.json").write_text(json.dumps({"architectures": [arch]}))
+    (path / "raylm.json").write_text(json.dumps({"task": task}))
+    return path
+
+
+def test_run_folder_means_its_model(tmp_path):
+    model = _fake_model(tmp_path / "runs" / "my run" / "model", "classification")
+    assert resolve_model_dir(tmp_path / "runs" / "my run") == model.resolve()
+    assert resolve_model_dir(model) == model.resolve()
+    assert model_name(model) == "my-run"
+    with pytest.raises(FileNotFoundError, match="raylm export"):
+        resolve_model_dir(tmp_path / "runs")
+
+
+def test_read_serve_section_recipe_or_bare(tmp_path):
+    assert read_serve_section(ROOT / "examples" / "serve.yaml")["port"] == 8000
+    bare = tmp_path / "bare.yaml"
+    bare.write_text("port: 9000\n")
+    assert read_serve_section(bare) == {"port": 9000}
+    with pytest.raises(ConfigError, match="not found"):
+        read_serve_section(tmp_path / "missing.yaml")
+
+
+def test_build_writes_a_serve_deploy_config(tmp_path):
+    pytest.importorskip("ray.serve")
+    from ray.serve.schema import ServeDeploySchema
+
+    _fake_model(tmp_path / "run" / "model", "classification")
+    lm = _fake_model(tmp_path / "lm", "causal_lm")
+    cfg = tmp_path / "serve.yaml"
+    cfg.write_text(yaml.safe_dump({"port": 8100, "models": {"lm": str(lm)}, "replicas": 2}))
+    out = Path(serve_command(str(tmp_path / "run"), str(cfg), build=True))
+    assert out == tmp_path / "run" / "serve_deploy.yaml"
+    doc = yaml.safe_load(out.read_text())
+    ServeDeploySchema.model_validate(doc)
+    app = doc["applications"][0]
+    assert app["import_path"] == "raylm.serve.app:build_app"
+    assert set(app["args"]["models"]) == {"run", "lm"} and app["args"]["replicas"] == 2
+    assert doc["http_options"]["host"] == "127.0.0.1" and doc["http_options"]["port"] == 8100
+
+    from raylm.serve.app import build_app
+
+    bound = build_app(app["args"])  # what `serve deploy` runs on the cluster
+    assert bound is not None
+    # `serve run` style: flat dotted string args over a recipe's serve section.
+    build_app(
+        {"config": str(ROOT / "examples" / "serve.yaml"), "models.lm": str(lm), "port": "8001"}
+    )
+    with pytest.raises(ConfigError, match="serve.checkpoint"):
+        build_app({"models.lm": str(lm), "checkpoint": "s3://x"})
+    with pytest.raises(ConfigError, match="no config.json"):
+        build_app({"models.x": str(tmp_path / "nothing")})
+
+
+def test_model_options_replicas_or_autoscaling():
+    pytest.importorskip("ray.serve")
+    from raylm.serve.app import model_options
+    from raylm.serve.schemas import load_serve_config
+
+    fixed = model_options(load_serve_config({"replicas": 3, "num_gpus": 1}), "m")
+    assert fixed["num_replicas"] == 3 and "autoscaling_config" not in fixed
+    assert fixed["ray_actor_options"] == {"num_cpus": 1, "num_gpus": 1}
+    auto = model_options(load_serve_config({"autoscaling": {"max_replicas": 4}}), "m")
+    assert "num_replicas" not in auto and auto["autoscaling_config"]["max_replicas"] == 4
+    assert auto["max_queued_requests"] == 64 and auto["name"] == "model_m"
+    from ray.serve.config import AutoscalingConfig
+
+    assert AutoscalingConfig(**auto["autoscaling_config"]).max_replicas == 4  # Serve accepts it
+
+
+def test_handle_call_errors_map_to_api_errors():
+    pytest.importorskip("ray.serve")
+    import asyncio
+
+    from ray.serve.exceptions import BackPressureError
+
+    from raylm.serve.app import call
+    from raylm.serve.schemas import ApiError
+
+    async def slow():
+        await asyncio.sleep(5)
+
+    async def rejected():
+        raise BackPressureError(num_queued_requests=4, max_queued_requests=4)
+
+    for coro, status in ((slow(), 504), (rejected(), 503)):
+        with pytest.raises(ApiError) as err:
+            asyncio.run(call(coro, timeout_s=0.05))
+        assert err.value.status == status
