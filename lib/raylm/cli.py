@@ -85,6 +85,23 @@ def evaluate(config: ConfigArg, output: OutputOpt = None, name: NameOpt = None, 
 
 
 @app.command()
+def serve(
+    target: Annotated[str, typer.Argument(help="Exported model folder, or a run folder.")],
+    config: Annotated[str | None, typer.Option("--config", "-c", help="Serve YAML.")] = None,
+    build: Annotated[bool, typer.Option("--build", help="Write a Serve config; don't run.")] = False,
+    output: Annotated[str | None, typer.Option("--output", help="Where --build writes.")] = None,
+):
+    """Serve exported models over HTTP with Ray Serve (127.0.0.1 unless configured)."""
+    from raylm.serve.cli import serve_command
+
+    try:
+        serve_command(target, config, build=build, output=output)
+    except (ConfigError, FileNotFoundError) as err:
+        typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(1) from None
+
+
+@app.command()
 def validate(config: ConfigArg, set: SetOpt = None):
     """Check a config and print it fully resolved, without running anything."""
     import yaml

