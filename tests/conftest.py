@@ -9,5 +9,5 @@ def ray_session():
 
     if not ray.is_initialized():
         # The dashboard stays on: Train V2 asks the State API that lives there (see DESIGN.md).
-        ray.init(num_cpus=2, include_dashboard=True, log_to_driver=False)
+        ray.init(num_cpus=4, include_dashboard=True, log_to_driver=True)
     yield ray

@@ -209,6 +209,9 @@ class RunConfig(_Strict):
     storage_path: str | None = Field(
         None, description="Ray Train/Tune storage (local path or URI); default <run dir>/ray."
     )
+    data_dir: str | None = Field(
+        None, description="Preprocessed data folder (default <run dir>/data); share it across runs."
+    )
     ray_address: str | None = Field(None, description="Ray cluster address (None: embedded).")
     num_cpus: int | None = Field(None, ge=1, description="CPUs for an embedded Ray.")
     baseline: bool = Field(True, description="Also fit the TF-IDF baseline (classification).")
@@ -216,6 +219,10 @@ class RunConfig(_Strict):
     @property
     def run_dir(self) -> Path:
         return Path(self.output_dir) / self.name
+
+    @property
+    def data_path(self) -> Path:
+        return Path(self.data_dir) if self.data_dir else self.run_dir / "data"
 
 
 class Config(_Strict):

@@ -24,6 +24,10 @@ def run_dir_of(cfg: Config) -> Path:
     return path
 
 
+def data_dir_of(cfg: Config) -> Path:
+    return cfg.run.data_path.resolve()
+
+
 def _say(msg: str) -> None:
     print(f"[raylm] {msg}", flush=True)
 
@@ -35,7 +39,7 @@ def preprocess(cfg: Config) -> dict[str, Any]:
     run_dir = run_dir_of(cfg)
     dump_config(cfg, run_dir / "config.yaml")
     ensure_ray(cfg.run)
-    return run_pipeline(cfg, run_dir)
+    return run_pipeline(cfg, data_dir_of(cfg))
 
 
 def train(cfg: Config) -> dict[str, Any]:
@@ -45,7 +49,7 @@ def train(cfg: Config) -> dict[str, Any]:
     run_dir = run_dir_of(cfg)
     dump_config(cfg, run_dir / "config.yaml")
     t0 = time.perf_counter()
-    outcome = fit(cfg, run_dir)
+    outcome = fit(cfg)
     summary = {
         "best_checkpoint": outcome.best_checkpoint.path,
         "best_metrics": outcome.best_metrics,
@@ -71,7 +75,7 @@ def export(cfg: Config, checkpoint: str | None = None) -> Path:
         if not result.is_file():
             raise FileNotFoundError(f"{result} not found: run `raylm train` for this config first")
         checkpoint = json.loads(result.read_text(encoding="utf-8"))["best_checkpoint"]
-    out = export_model(checkpoint, run_dir / "data" / "tokenizer", run_dir / "model")
+    out = export_model(checkpoint, data_dir_of(cfg) / "tokenizer", run_dir / "model")
     _say(f"exported model to {out}")
     return out
 
@@ -85,11 +89,11 @@ def _plots(run_dir: Path, history: list[dict], cm: list[list[int]], labels: list
         plot_confusion_matrix(cm, labels, run_dir / "confusion_matrix.png")
 
 
-def _baseline(cfg: Config, run_dir: Path, test_texts: list[str], test_labels: list[int], n: int):
+def _baseline(cfg: Config, test_texts: list[str], test_labels: list[int], n: int):
     from raylm.data.pipeline import read_split
     from raylm.eval.baseline import fit_baseline
 
-    train = read_split(run_dir, "train").select_columns(["text", "label"]).to_pandas()
+    train = read_split(data_dir_of(cfg), "train").select_columns(["text", "label"]).to_pandas()
     result = fit_baseline(
         list(train["text"]), list(train["label"]), {"test": (test_texts, test_labels)}, n
     )
@@ -106,9 +110,9 @@ def evaluate_classification(cfg: Config) -> dict[str, Any]:
 
     run_dir = run_dir_of(cfg)
     ensure_ray(cfg.run)
-    stats = json.loads((run_dir / "data" / "stats.json").read_text(encoding="utf-8"))
+    stats = json.loads((data_dir_of(cfg) / "stats.json").read_text(encoding="utf-8"))
     labels = stats.get("labels") or []
-    test = read_split(run_dir, "test").select_columns(["text", "label"])
+    test = read_split(data_dir_of(cfg), "test").select_columns(["text", "label"])
     rows = predict_classification(test, str(run_dir / "model"), cfg.data.max_length).to_pandas()
     y_true, y_pred = rows["label"].to_numpy(), rows["pred"].to_numpy()
     n = max(len(labels), 2)
@@ -119,7 +123,7 @@ def evaluate_classification(cfg: Config) -> dict[str, Any]:
     metrics: dict[str, Any] = {"test": test_m}
     if cfg.run.baseline:
         _say("fitting the TF-IDF + logistic regression baseline on the same split")
-        metrics["baseline"] = {"test": _baseline(cfg, run_dir, list(rows["text"]), list(y_true), n)}
+        metrics["baseline"] = {"test": _baseline(cfg, list(rows["text"]), list(y_true), n)}
     history = _history(run_dir)
     _plots(run_dir, history, test_m.get("confusion_matrix", []), labels)
     write_report(run_dir, metrics)

@@ -27,8 +27,8 @@ class TrainOutcome:
     history: list[dict[str, Any]]
 
 
-def _read_stats(run_dir: Path) -> dict[str, Any]:
-    path = run_dir / "data" / "stats.json"
+def _read_stats(data_dir: Path) -> dict[str, Any]:
+    path = data_dir / "stats.json"
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: run `raylm preprocess` for this config first")
     return json.loads(path.read_text(encoding="utf-8"))
@@ -52,11 +52,11 @@ def _flops_per_token(cfg: Config, meta: dict[str, Any]) -> float:
     return flops_per_token(n, layers, hidden, cfg.data.max_length)
 
 
-def build_meta(cfg: Config, run_dir: Path, stats: dict[str, Any]) -> dict[str, Any]:
+def build_meta(cfg: Config, data_dir: Path, stats: dict[str, Any]) -> dict[str, Any]:
     """Everything the workers need besides the config: vocabulary, labels, step counts."""
     from raylm.data.tokenizer import load_tokenizer
 
-    tok = load_tokenizer(str(run_dir / "data" / "tokenizer"))
+    tok = load_tokenizer(str(data_dir / "tokenizer"))
     labels = stats.get("labels") or []
     world = cfg.train.num_workers
     rows = stats["splits"]["train"] // world  # the train shards are split equally
@@ -79,18 +79,18 @@ def build_meta(cfg: Config, run_dir: Path, stats: dict[str, Any]) -> dict[str, A
     return meta
 
 
-def _datasets(cfg: Config, run_dir: Path) -> dict[str, Any]:
+def _datasets(cfg: Config, data_dir: Path) -> dict[str, Any]:
     """Lazy Ray Datasets of encoded examples; they stream into the workers' shards."""
     from raylm.data.pipeline import encode_classification, read_split
 
-    tok_dir = run_dir / "data" / "tokenizer"
+    tok_dir = data_dir / "tokenizer"
     return {
-        s: encode_classification(read_split(run_dir, s), tok_dir, cfg.data.max_length)
+        s: encode_classification(read_split(data_dir, s), tok_dir, cfg.data.max_length)
         for s in ("train", "validation")
     }
 
 
-def make_trainer(cfg: Config, run_dir: Path, meta: dict[str, Any]):
+def make_trainer(cfg: Config, data_dir: Path, meta: dict[str, Any]):
     import ray.train
     from ray.data import ExecutionOptions
     from ray.train.torch import TorchTrainer
@@ -119,25 +119,25 @@ def make_trainer(cfg: Config, run_dir: Path, meta: dict[str, Any]):
             ),
             failure_config=ray.train.FailureConfig(max_failures=cfg.train.max_failures),
         ),
-        datasets=_datasets(cfg, run_dir),
+        datasets=_datasets(cfg, data_dir),
         dataset_config=data_config,
     )
 
 
-def fit(cfg: Config, run_dir: str | Path) -> TrainOutcome:
+def fit(cfg: Config) -> TrainOutcome:
     """Train (or resume) the run; returns where its best checkpoint is and its metrics."""
     from raylm.train.checkpoint import read_state
 
-    run_dir = Path(run_dir).resolve()
+    data_dir = cfg.run.data_path.resolve()
     ensure_ray(cfg.run)
-    meta = build_meta(cfg, run_dir, _read_stats(run_dir))
+    meta = build_meta(cfg, data_dir, _read_stats(data_dir))
     print(
         f"[raylm] training {cfg.model.task} on {cfg.train.num_workers} worker(s), "
         f"ZeRO-{cfg.train.zero_stage} {cfg.train.precision}, {meta['total_steps']} steps "
         f"({meta['micro_per_epoch']} micro-batches/epoch/worker)",
         flush=True,
     )
-    result = make_trainer(cfg, run_dir, meta).fit()
+    result = make_trainer(cfg, data_dir, meta).fit()
     if result.error:
         raise result.error
     best = (

@@ -52,8 +52,11 @@ def measured_matmul_flops(size: int = 1024, repeats: int = 5) -> float:
     """Best observed fp32 matmul FLOP/s on this process's CPU threads (the CPU 'peak')."""
     import torch
 
-    a = torch.randn(size, size)
-    b = torch.randn(size, size)
+    # A private generator: the probe must not advance the global RNG that dropout draws from
+    # (a resumed run restores that RNG and must see the same masks as an uninterrupted one).
+    gen = torch.Generator().manual_seed(0)
+    a = torch.randn(size, size, generator=gen)
+    b = torch.randn(size, size, generator=gen)
     a @ b  # warm up the BLAS threads
     best = float("inf")
     for _ in range(repeats):

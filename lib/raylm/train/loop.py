@@ -131,7 +131,7 @@ def _save_and_report(engine: Any, state: LoopState, metrics: dict[str, Any], met
 
     state_dict = engine.full_state_dict()  # every rank: ZeRO-3 gathers here
     with tempfile.TemporaryDirectory() as tmp:
-        engine.save(tmp, client_state={"loop": asdict(state)})
+        engine.save(tmp, client_state={"loop": asdict(state), "rng": _rng_state()})
         if _rank() == 0:
             from raylm.train.checkpoint import write_hf_model
 
@@ -144,6 +144,11 @@ def _save_and_report(engine: Any, state: LoopState, metrics: dict[str, Any], met
         )
 
 
+def _rng_state() -> dict[str, Any]:
+    cuda = torch.cuda.get_rng_state() if torch.cuda.is_available() else None
+    return {"cpu": torch.get_rng_state(), "cuda": cuda}
+
+
 def _restore(engine: Any) -> LoopState:
     import ray.train
 
@@ -153,6 +158,10 @@ def _restore(engine: Any) -> LoopState:
     with ckpt.as_directory() as d:
         client = engine.load(d)
     state = LoopState(**client["loop"])
+    if "rng" in client:  # dropout masks continue exactly as in an uninterrupted run
+        torch.set_rng_state(client["rng"]["cpu"])
+        if client["rng"].get("cuda") is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state(client["rng"]["cuda"])
     if _rank() == 0:
         say(
             f"resumed from step {state.step} (epoch {state.epoch + 1}, "

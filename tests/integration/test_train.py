@@ -1,0 +1,132 @@
+"""Real Ray Train + real DeepSpeed (CPU accelerator, gloo) on a small labelled corpus.
+
+Covers: a 2-worker ZeRO-2 run whose loss falls and whose parameters change; ZeRO 0, 1 and 3 each
+training a few steps; a run stopped after k steps and relaunched under the same name continuing
+from step k with its optimizer state (its next losses match an uninterrupted run's).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from raylm import stages
+from raylm.config import config_from_dict
+
+pytestmark = pytest.mark.integration
+
+POS = ["很好", "喜欢", "满意", "推荐", "不错", "精彩", "值得", "开心"]
+NEG = ["很差", "失望", "讨厌", "后悔", "糟糕", "难看", "垃圾", "生气"]
+FILL = list("这本书我们的是了在有和就都而及与着或一个没有看过买来说东西质量")
+
+
+def _corpus(path: Path, n: int = 600, seed: int = 0) -> Path:
+    rng = random.Random(seed)
+    with path.open("w", encoding="utf-8") as f:
+        for i in range(n):
+            label = rng.choice(["pos", "neg"])
+            words = rng.sample(POS if label == "pos" else NEG, 2)
+            filler = "".join(rng.choices(FILL, k=rng.randint(6, 20)))
+            text = f"{filler[:5]}{words[0]}{filler[5:]}{words[1]}{i}"
+            f.write(json.dumps({"text": text, "label": label}, ensure_ascii=False) + "\n")
+    return path
+
+
+def _cfg(tmp: Path, name: str, **train) -> dict:
+    base = {
+        "num_workers": 1,
+        "epochs": 2,
+        "batch_size": 16,
+        "lr": 2e-3,
+        "log_every": 1,
+        "zero_stage": 2,
+        "warmup_ratio": 0.0,
+        "shuffle_buffer": 64,
+    }
+    base.update(train)
+    return {
+        "data": {
+            "source": "jsonl",
+            "paths": [str(tmp / "corpus.jsonl")],
+            "labels": ["neg", "pos"],
+            "max_length": 32,
+            "tokenizer": {"vocab_size": 300, "min_frequency": 1},
+        },
+        "model": {"task": "classification", "preset": "tiny", "hidden_size": 32, "num_heads": 2},
+        "train": base,
+        "run": {
+            "name": name,
+            "output_dir": str(tmp / "runs"),
+            "data_dir": str(tmp / "data"),
+            "baseline": False,
+        },
+    }
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory, ray_session):
+    tmp = tmp_path_factory.mktemp("train")
+    _corpus(tmp / "corpus.jsonl")
+    stats = stages.preprocess(config_from_dict(_cfg(tmp, "prep")))
+    assert stats["splits"]["train"] > 300
+    return tmp
+
+
+def _train(tmp: Path, name: str, **train) -> dict:
+    return stages.train(config_from_dict(_cfg(tmp, name, **train)))
+
+
+def _losses(history: list[dict]) -> dict[int, float]:
+    return {r["step"]: r["train_loss"] for r in history if "train_loss" in r}
+
+
+def test_two_workers_zero2_loss_falls_and_params_change(prepared):
+    cfg = config_from_dict(_cfg(prepared, "zero2x2", num_workers=2, epochs=3))
+    summary = stages.train(cfg)
+    losses = list(_losses(summary["history"]).values())
+    assert len(losses) >= 10
+    first, last = sum(losses[:3]) / 3, sum(losses[-3:]) / 3
+    assert last < 0.7 * first, (first, last)
+    assert summary["best_metrics"]["val_accuracy"] > 0.8
+
+    # Same seed, same builder -> the initial weights; the trained ones must differ.
+    from raylm.models.build import build_model
+
+    torch.manual_seed(cfg.train.seed)
+    trained = load_file(str(Path(summary["best_checkpoint"]) / "hf" / "model.safetensors"))
+    init = build_model(
+        cfg.model,
+        vocab_size=trained["bert.embeddings.word_embeddings.weight"].shape[0],
+        num_labels=2,
+    ).state_dict()
+    changed = [k for k, v in trained.items() if k in init and not torch.allclose(v, init[k])]
+    assert len(changed) > 0.8 * len(trained)
+
+
+@pytest.mark.parametrize("stage, workers", [(0, 1), (1, 2), (3, 2)])
+def test_zero_stages_train(prepared, stage, workers):
+    summary = _train(prepared, f"zero{stage}", zero_stage=stage, num_workers=workers, max_steps=6)
+    losses = _losses(summary["history"])
+    assert max(losses) == 6 and all(v == v for v in losses.values())  # ran 6 steps, no NaN
+    assert (Path(summary["best_checkpoint"]) / "hf" / "model.safetensors").is_file()
+
+
+def test_resume_continues_from_step_k_with_optimizer_state(prepared):
+    # max_steps stops a run early; the LR schedule still spans the configured epochs, so all
+    # three runs share one schedule. 30 micro-batches make an epoch: k is mid-epoch, and the
+    # resumed run must skip the batches it already consumed, then cross into epoch 2.
+    full = _losses(_train(prepared, "resume_ref", max_steps=40)["history"])
+    k = 20
+    stopped = _train(prepared, "resume_run", max_steps=k)
+    assert max(_losses(stopped["history"])) == k
+    resumed = _losses(_train(prepared, "resume_run", max_steps=40)["history"])
+    assert max(resumed) == max(full) == 40
+    later = [s for s in sorted(full) if k < s]
+    assert len(later) == 20
+    for s in later:
+        assert resumed[s] == pytest.approx(full[s], rel=1e-5, abs=1e-6), s
