@@ -1,7 +1,8 @@
 """The whole recipe: preprocess, train, export, evaluate.
 
     python ray_jobs/pipeline.py --config examples/sentiment_zh.yaml [--set k=v ...]
-    ray job submit --working-dir . -- python ray_jobs/pipeline.py --config examples/sentiment_zh.yaml
+    ray job submit --working-dir . -- \
+        python ray_jobs/pipeline.py --config examples/sentiment_zh.yaml
 """
 
 from _entry import run_stage

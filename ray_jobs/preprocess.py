@@ -1,7 +1,8 @@
 """Ray Data preprocessing (clean, dedup, split, tokenizer).
 
     python ray_jobs/preprocess.py --config examples/sentiment_zh.yaml [--set k=v ...]
-    ray job submit --working-dir . -- python ray_jobs/preprocess.py --config examples/sentiment_zh.yaml
+    ray job submit --working-dir . -- \
+        python ray_jobs/preprocess.py --config examples/sentiment_zh.yaml
 """
 
 from _entry import run_stage

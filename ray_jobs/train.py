@@ -1,7 +1,8 @@
 """DeepSpeed training inside Ray Train's TorchTrainer.
 
     python ray_jobs/train.py --config examples/sentiment_zh.yaml [--set k=v ...]
-    ray job submit --working-dir . -- python ray_jobs/train.py --config examples/sentiment_zh.yaml
+    ray job submit --working-dir . -- \
+        python ray_jobs/train.py --config examples/sentiment_zh.yaml
 """
 
 from _entry import run_stage

@@ -88,7 +88,7 @@ def evaluate(config: ConfigArg, output: OutputOpt = None, name: NameOpt = None, 
 def serve(
     target: Annotated[str, typer.Argument(help="Exported model folder, or a run folder.")],
     config: Annotated[str | None, typer.Option("--config", "-c", help="Serve YAML.")] = None,
-    build: Annotated[bool, typer.Option("--build", help="Write a Serve config; don't run.")] = False,
+    build: Annotated[bool, typer.Option("--build", help="Write a Serve config only.")] = False,
     output: Annotated[str | None, typer.Option("--output", help="Where --build writes.")] = None,
 ):
     """Serve exported models over HTTP with Ray Serve (127.0.0.1 unless configured)."""

@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import pytest
+
 from raylm.config import ConfigError, apply_overrides, dump_config, load_config
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -6,6 +6,7 @@ Run: python -m pytest tests/unit/eval/test_eval_baseline.py -q
 import random
 
 import pytest
+
 from raylm.eval.baseline import fit_baseline
 
 FILLER = list("的了是我在有这个们中来上大为和国地到以说时要就出会可也你对生能而子那得于着下自之")

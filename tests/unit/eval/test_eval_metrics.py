@@ -7,6 +7,7 @@ import math
 
 import numpy as np
 import pytest
+
 from raylm.eval.metrics import (
     classification_metrics,
     confusion_counts,

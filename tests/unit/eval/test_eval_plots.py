@@ -6,6 +6,7 @@ Run: python -m pytest tests/unit/eval/test_eval_plots.py -q
 import math
 
 import pytest
+
 from raylm.eval.plots import plot_confusion_matrix, plot_learning_curve, plot_trials
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+
 from raylm.eval.qa import (
     CMRC_PUNCTUATION,
     cmrc_exact_match,

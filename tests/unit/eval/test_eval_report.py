@@ -8,6 +8,7 @@ import math
 
 import numpy as np
 import pytest
+
 from raylm.eval.report import write_report
 
 

@@ -1,6 +1,7 @@
 """Model builders: presets, overrides, parameter counts."""
 
 import pytest
+
 from raylm.config import ModelConfig
 from raylm.models.build import build_model, count_parameters, resolved_preset
 

@@ -1,6 +1,7 @@
 """DeepSpeed config derivation and the LR schedule (pure functions, no engine)."""
 
 import pytest
+
 from raylm.config import TrainConfig
 from raylm.train.deepspeed import ds_config, lr_lambda
 

@@ -1,6 +1,7 @@
 """FLOPs per token and MFU against hand computations."""
 
 import pytest
+
 from raylm.train.flops import flops_per_token, gpu_peak_flops, mfu
 
 
