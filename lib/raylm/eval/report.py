@@ -110,7 +110,16 @@ def _table(split: str, columns: dict[str, Mapping]) -> list[str]:
     return lines + [""]
 
 
+def _model_view(metrics: Mapping) -> dict:
+    """The run's own metrics sit at the top level (`test.accuracy`, as metrics.json promises);
+    show them as the "model" section beside the baseline."""
+    top = {k: v for k, v in metrics.items() if k not in _SECTION_ORDER and _is_metrics(v)}
+    rest = {k: v for k, v in metrics.items() if k not in top}
+    return {"model": top, **rest} if top and "model" not in metrics else dict(metrics)
+
+
 def _render(metrics: Mapping, run_dir: str) -> str:
+    metrics = _model_view(metrics)
     sections = [k for k in _SECTION_ORDER if _splits(metrics.get(k))]
     sections += [k for k in metrics if k not in sections and _splits(metrics[k])]
     lines = [f"# Evaluation report: {os.path.basename(os.path.abspath(run_dir))}", ""]
