@@ -175,8 +175,10 @@ class TrainConfig(_Strict):
     eval_every: int | None = Field(
         None, ge=1, description="Validate + checkpoint every N steps (default: each epoch end)."
     )
-    best_metric: str = Field("val_f1", description="Metric that picks the best checkpoint.")
-    best_mode: Literal["max", "min"] = Field("max", description="Whether higher is better.")
+    best_metric: str = Field(
+        "val_f1", description="Metric that picks the best checkpoint (LM tasks: val_loss)."
+    )
+    best_mode: Literal["max", "min"] = Field("max", description="max: higher is better.")
     keep_checkpoints: int = Field(2, ge=1, description="Checkpoints kept (the best always is).")
     max_failures: int = Field(
         0, ge=-1, description="Worker-group restarts on failure (-1: forever)."
@@ -215,6 +217,7 @@ class RunConfig(_Strict):
     ray_address: str | None = Field(None, description="Ray cluster address (None: embedded).")
     num_cpus: int | None = Field(None, ge=1, description="CPUs for an embedded Ray.")
     baseline: bool = Field(True, description="Also fit the TF-IDF baseline (classification).")
+    max_new_tokens: int = Field(32, ge=1, description="Generation cap when evaluating QA.")
 
     @property
     def run_dir(self) -> Path:
@@ -234,6 +237,17 @@ class Config(_Strict):
     tune: dict[str, Any] | None = Field(None, description="Ray Tune search (see raylm.tune).")
     serve: dict[str, Any] | None = Field(None, description="Ray Serve settings (see raylm.serve).")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _task_defaults(cls, data: Any) -> Any:
+        """Language-model tasks have no F1: their best checkpoint is the lowest val_loss."""
+        model = data.get("model") if isinstance(data, dict) else None
+        if isinstance(model, dict) and model.get("task") in ("causal_lm", "qa"):
+            train = data.setdefault("train", {})
+            if isinstance(train, dict) and "best_metric" not in train:
+                train["best_metric"], train["best_mode"] = "val_loss", "min"
+        return data
+
     @model_validator(mode="after")
     def _cross(self) -> Config:
         if self.model.task == "classification" and self.data.label_column is None:
@@ -242,6 +256,11 @@ class Config(_Strict):
             "val_perplexity"
         ):
             raise ValueError("best_metric val_perplexity does not apply to classification")
+        if (self.model.task == "qa") != (self.data.source == "squad"):
+            raise ValueError("model.task 'qa' goes with data.source 'squad' (and only with it)")
+        lm = self.model.task in ("causal_lm", "qa")
+        if lm and self.data.tokenizer.path is None and self.data.tokenizer.kind != "bytelevel_bpe":
+            raise ValueError("GPT-style tasks need data.tokenizer.kind 'bytelevel_bpe' (an EOS)")
         return self
 
 

@@ -33,13 +33,23 @@ def _say(msg: str) -> None:
 
 
 def preprocess(cfg: Config) -> dict[str, Any]:
+    """Clean/dedup/split (+ tokenizer); GPT-style tasks also pack or prompt-mask the splits."""
+    from raylm.data import lm_pipeline
     from raylm.data.pipeline import preprocess as run_pipeline
     from raylm.runtime import ensure_ray
 
-    run_dir = run_dir_of(cfg)
+    run_dir, data_dir = run_dir_of(cfg), data_dir_of(cfg)
     dump_config(cfg, run_dir / "config.yaml")
     ensure_ray(cfg.run)
-    return run_pipeline(cfg, data_dir_of(cfg))
+    if cfg.model.task == "qa":
+        return lm_pipeline.preprocess_qa(cfg, data_dir)
+    stats = run_pipeline(cfg, data_dir)
+    if cfg.model.task == "causal_lm":
+        stats["encoded"] = lm_pipeline.pack_causal_lm(cfg, data_dir)
+        (data_dir / "stats.json").write_text(
+            json.dumps(stats, ensure_ascii=False, indent=2) + "\n", encoding="utf-8"
+        )
+    return stats
 
 
 def train(cfg: Config) -> dict[str, Any]:
@@ -143,10 +153,48 @@ def _history(run_dir: Path) -> list[dict[str, Any]]:
     return json.loads(path.read_text(encoding="utf-8")).get("history", []) if path.is_file() else []
 
 
+def evaluate_lm(cfg: Config) -> dict[str, Any]:
+    """Causal LM: test perplexity over packed blocks. QA: generate answers, score EM/F1."""
+    from raylm.data.lm_pipeline import read_encoded
+    from raylm.data.pipeline import read_split
+    from raylm.eval.predict import answer_questions, perplexity_of
+    from raylm.eval.report import write_report
+    from raylm.runtime import ensure_ray
+
+    run_dir, data_dir, model_dir = run_dir_of(cfg), data_dir_of(cfg), run_dir_of(cfg) / "model"
+    ensure_ray(cfg.run)
+    if cfg.model.task == "causal_lm":
+        test = perplexity_of(read_encoded(data_dir, "test"), str(model_dir))
+        _say(f"test perplexity {test['perplexity']:.2f} (loss {test['loss']:.4f})")
+    else:
+        from raylm.eval.qa import qa_scores
+
+        rows = answer_questions(
+            read_split(data_dir, "test"),
+            str(model_dir),
+            cfg.data.max_length,
+            cfg.run.max_new_tokens,
+        ).to_pandas()
+        rows.to_json(
+            run_dir / "test_predictions.jsonl", orient="records", lines=True, force_ascii=False
+        )
+        preds = dict(zip(rows["id"], rows["prediction"], strict=True))
+        golds = {i: list(a) for i, a in zip(rows["id"], rows["answers"], strict=True)}
+        test = qa_scores(preds, golds)
+        test["prompt_too_long"] = int((rows["reject_reason"] != "").sum())
+        _say(
+            f"test exact match {test['exact_match']:.4f} f1 {test['f1']:.4f} "
+            f"({test['count']} questions)"
+        )
+    _plots(run_dir, _history(run_dir), [], [])
+    write_report(run_dir, {"test": test})
+    return {"test": test}
+
+
 def evaluate(cfg: Config) -> dict[str, Any]:
     if cfg.model.task == "classification":
         return evaluate_classification(cfg)
-    raise NotImplementedError(f"evaluation for task {cfg.model.task!r} is not built yet")
+    return evaluate_lm(cfg)
 
 
 def run(cfg: Config) -> dict[str, Any]:

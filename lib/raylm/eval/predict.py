@@ -47,3 +47,89 @@ def predict_classification(ds: Any, model_dir: str, max_length: int = 128, batch
         batch_format="numpy",
         concurrency=1,  # one actor: the model is loaded once and reused for every batch
     )
+
+
+class LMScorer:
+    """Sums next-token NLL and scored positions per batch of encoded blocks (for perplexity)."""
+
+    def __init__(self, model_dir: str):
+        from transformers import AutoModelForCausalLM
+
+        self.model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
+        self.pad_id = self.model.config.pad_token_id or 0
+
+    def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
+        import torch
+
+        from raylm.train.tasks import collate_lm
+
+        inputs = collate_lm(batch, self.pad_id)
+        with torch.inference_mode():
+            loss = self.model(**inputs).loss
+        scored = int((inputs["labels"][:, 1:] != -100).sum())
+        return {"nll": np.array([float(loss) * scored]), "tokens": np.array([scored])}
+
+
+def perplexity_of(ds: Any, model_dir: str, batch_size: int = 16) -> dict[str, float]:
+    """Token-weighted loss and perplexity of an exported causal LM over encoded blocks."""
+    from raylm.eval.metrics import perplexity
+
+    sums = ds.map_batches(
+        LMScorer,
+        fn_constructor_kwargs={"model_dir": str(model_dir)},
+        batch_size=batch_size,
+        batch_format="numpy",
+        concurrency=1,
+    ).to_pandas()
+    nll, tokens = float(sums["nll"].sum()), float(sums["tokens"].sum())
+    return {"loss": nll / max(tokens, 1), "perplexity": perplexity(nll, tokens), "tokens": tokens}
+
+
+class QAPredictor:
+    """Builds prompts with the model's stored template and generates answers (greedy)."""
+
+    def __init__(self, model_dir: str, max_length: int, max_new_tokens: int):
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        from raylm.train.checkpoint import read_model_meta
+
+        self.tok = AutoTokenizer.from_pretrained(model_dir)
+        self.model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
+        self.template = read_model_meta(model_dir).get("prompt_template")
+        self.max_length, self.max_new_tokens = max_length, max_new_tokens
+
+    def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
+        from raylm.data.qa import DEFAULT_TEMPLATE, prompt_batch
+        from raylm.generate import generate
+
+        template = self.template or DEFAULT_TEMPLATE
+        batch = prompt_batch(batch, self.tok, self.max_length, self.max_new_tokens, template)
+        ok = [i for i, r in enumerate(batch["reject_reason"]) if not r]
+        texts = [""] * len(batch["prompt"])
+        if ok:
+            results = generate(
+                self.model, self.tok, [batch["prompt"][i] for i in ok], self.max_new_tokens
+            )
+            for i, res in zip(ok, results, strict=True):
+                texts[i] = res.text.strip()
+        return {
+            "id": batch["id"],
+            "prediction": texts,
+            "answers": batch["answers"],
+            "reject_reason": batch["reject_reason"],
+        }
+
+
+def answer_questions(ds: Any, model_dir: str, max_length: int, max_new_tokens: int):
+    """Lazily add generated answers to a Dataset of SQuAD rows."""
+    return ds.map_batches(
+        QAPredictor,
+        fn_constructor_kwargs={
+            "model_dir": str(model_dir),
+            "max_length": max_length,
+            "max_new_tokens": max_new_tokens,
+        },
+        batch_size=16,
+        batch_format="numpy",
+        concurrency=1,
+    )

@@ -47,6 +47,10 @@ EXCLUDES = [
 ]
 
 
+# `raylm submit run ...` mirrors `raylm run`: the whole recipe, whose job script is pipeline.py.
+JOB_ALIASES = {"run": "pipeline"}
+
+
 class SubmitError(RuntimeError):
     """A submission problem, with a message fit to show a user as is."""
 
@@ -174,6 +178,7 @@ def submit_job(
     driver on the head node (cluster.yaml's head advertises 0 CPUs but hosts drivers); give a
     driver that computes heavily num_cpus >= 1 so it runs on a worker instead.
     """
+    job = JOB_ALIASES.get(job, job)
     wd = Path(working_dir).resolve()
     if not wd.is_dir():
         raise SubmitError(f"working dir {wd} does not exist")
@@ -205,17 +210,55 @@ def submit_job(
     )
 
 
+def _row(d: Any) -> dict[str, Any]:
+    return {
+        "job_id": d.submission_id,
+        "status": str(d.status.value),
+        "entrypoint": d.entrypoint,
+        "start_time": d.start_time,
+        "end_time": d.end_time,
+        "message": d.message,
+        "metadata": dict(d.metadata or {}),
+    }
+
+
+@contextlib.contextmanager
+def _about(job_id: str):
+    # The client reports an unknown id as RuntimeError("Request failed with status code 404...").
+    try:
+        yield
+    except RuntimeError as err:
+        if isinstance(err, SubmitError):
+            raise
+        if "404" in str(err) or "does not exist" in str(err):
+            raise SubmitError(
+                f"no job '{job_id}' on this cluster (`raylm list` shows them)"
+            ) from None
+        raise SubmitError(f"job '{job_id}': {err}") from None
+
+
 def job_status(job_id: str, address: str | None = None) -> str:
     """PENDING, RUNNING, STOPPED, SUCCEEDED or FAILED."""
-    return str(_client(address).get_job_status(job_id).value)
+    client = _client(address)
+    with _about(job_id):
+        return str(client.get_job_status(job_id).value)
+
+
+def job_info(job_id: str, address: str | None = None) -> dict[str, Any]:
+    """One job as a plain dict (id, status, entrypoint, times, message, metadata)."""
+    client = _client(address)
+    with _about(job_id):
+        return _row(client.get_job_info(job_id))
 
 
 def job_logs(job_id: str, address: str | None = None, follow: bool = False) -> Iterator[str]:
     """The job's driver log: all of it so far, or (follow) chunks as they come until it ends."""
     client = _client(address)  # connect now, so errors surface before iteration
-    if not follow:
-        return iter([client.get_job_logs(job_id)])
-    return _sync_iter(client.tail_job_logs(job_id))
+    with _about(job_id):
+        if not follow:
+            return iter([client.get_job_logs(job_id)])
+        client.get_job_status(job_id)  # an unknown id fails here, not inside the websocket
+        return _sync_iter(client.tail_job_logs(job_id))
 
 
 def _sync_iter(agen: AsyncIterator[str]) -> Iterator[str]:
@@ -233,7 +276,9 @@ def _sync_iter(agen: AsyncIterator[str]) -> Iterator[str]:
 
 def stop_job(job_id: str, address: str | None = None) -> bool:
     """Ask the job to stop; True if it was running."""
-    return bool(_client(address).stop_job(job_id))
+    client = _client(address)
+    with _about(job_id):
+        return bool(client.stop_job(job_id))
 
 
 def list_jobs(address: str | None = None) -> list[dict[str, Any]]:
@@ -242,15 +287,5 @@ def list_jobs(address: str | None = None) -> list[dict[str, Any]]:
     for d in _client(address).list_jobs():
         if d.submission_id is None:
             continue  # drivers started with ray.init, not through the Jobs API
-        rows.append(
-            {
-                "job_id": d.submission_id,
-                "status": str(d.status.value),
-                "entrypoint": d.entrypoint,
-                "start_time": d.start_time,
-                "end_time": d.end_time,
-                "message": d.message,
-                "metadata": dict(d.metadata or {}),
-            }
-        )
+        rows.append(_row(d))
     return sorted(rows, key=lambda r: r["start_time"] or 0)

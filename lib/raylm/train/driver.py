@@ -59,7 +59,10 @@ def build_meta(cfg: Config, data_dir: Path, stats: dict[str, Any]) -> dict[str, 
     tok = load_tokenizer(str(data_dir / "tokenizer"))
     labels = stats.get("labels") or []
     world = cfg.train.num_workers
-    rows = stats["splits"]["train"] // world  # the train shards are split equally
+    # The train shards are split equally. GPT-style tasks train on encoded examples (packed
+    # blocks, prompt-masked QA features), whose count preprocessing recorded.
+    encoded = stats.get("encoded", {}).get("train")
+    rows = (encoded["examples"] if encoded else stats["splits"]["train"]) // world
     micro = max(1, math.ceil(rows / cfg.train.batch_size))
     meta: dict[str, Any] = {
         "task": cfg.model.task,
@@ -81,12 +84,16 @@ def build_meta(cfg: Config, data_dir: Path, stats: dict[str, Any]) -> dict[str, 
 
 def _datasets(cfg: Config, data_dir: Path) -> dict[str, Any]:
     """Lazy Ray Datasets of encoded examples; they stream into the workers' shards."""
+    from raylm.data.lm_pipeline import read_encoded
     from raylm.data.pipeline import encode_classification, read_split
 
+    splits = ("train", "validation")
+    if cfg.model.task != "classification":
+        return {s: read_encoded(data_dir, s) for s in splits}
     tok_dir = data_dir / "tokenizer"
     return {
         s: encode_classification(read_split(data_dir, s), tok_dir, cfg.data.max_length)
-        for s in ("train", "validation")
+        for s in splits
     }
 
 

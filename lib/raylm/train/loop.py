@@ -57,7 +57,11 @@ def _all_reduce(tensors: list[torch.Tensor]) -> None:
 
 
 class Meter:
-    """Throughput and loss since the last log line, summed over all workers."""
+    """Throughput and loss since the last log line, summed over all workers.
+
+    `add` keeps the loss and token count as tensors on the device (no per-step host sync);
+    `read` moves them once per log interval. `exclude` takes evaluation/checkpoint time out of
+    the interval so throughput is training throughput."""
 
     def __init__(self, flops_token: float, peak_total: float):
         self.flops_token, self.peak_total = flops_token, peak_total
@@ -66,15 +70,26 @@ class Meter:
 
     def reset(self) -> None:
         self.t0 = time.perf_counter()
-        self.sums = torch.zeros(4, dtype=torch.float64)  # loss_sum, micro_batches, samples, tokens
+        self.loss_sum: torch.Tensor | None = None
+        self.tokens: torch.Tensor | int = 0
+        self.n = self.samples = 0
 
-    def add(self, loss: torch.Tensor, samples: int, tokens: int) -> None:
-        self.sums += torch.tensor([float(loss), 1.0, samples, tokens], dtype=torch.float64)
+    def add(self, loss: torch.Tensor, samples: int, tokens: torch.Tensor | int) -> None:
+        loss = loss.detach().to(torch.float64)
+        self.loss_sum = loss if self.loss_sum is None else self.loss_sum + loss
+        self.tokens = self.tokens + tokens
+        self.n, self.samples = self.n + 1, self.samples + samples
+
+    def exclude(self, seconds: float) -> None:
+        self.t0 += seconds
 
     def read(self) -> dict[str, float]:
-        _all_reduce([self.sums])
+        loss_sum = 0.0 if self.loss_sum is None else self.loss_sum.item()
+        tokens = self.tokens.item() if isinstance(self.tokens, torch.Tensor) else self.tokens
+        sums = torch.tensor([loss_sum, self.n, self.samples, tokens], dtype=torch.float64)
+        _all_reduce([sums])
         dt = max(time.perf_counter() - self.t0, 1e-9)
-        loss_sum, n, samples, tokens = self.sums.tolist()
+        loss_sum, n, samples, tokens = sums.tolist()
         tps = tokens / dt
         row = {
             "train_loss": loss_sum / max(n, 1),
@@ -240,7 +255,11 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                 finished_epoch = False
                 break
             if cfg.train.eval_every and state.step % cfg.train.eval_every == 0:
+                t0 = time.perf_counter()
                 _checkpoint(engine, state, cfg, meta, val_shard)
+                meter.exclude(time.perf_counter() - t0)  # validation is not training time
         if finished_epoch:
             state.epoch, state.micro_in_epoch = state.epoch + 1, 0
+        t0 = time.perf_counter()
         _checkpoint(engine, state, cfg, meta, val_shard)
+        meter.exclude(time.perf_counter() - t0)

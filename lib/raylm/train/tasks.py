@@ -51,8 +51,9 @@ def collate_lm(batch: dict[str, Any], pad_id: int) -> dict[str, torch.Tensor]:
     return out
 
 
-def count_tokens(batch: dict[str, torch.Tensor]) -> int:
-    return int(batch["attention_mask"].sum())
+def count_tokens(batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Non-padding tokens, as a tensor on the batch's device (no host sync per step)."""
+    return batch["attention_mask"].sum()
 
 
 class ClassificationEvaluator:

@@ -1,0 +1,250 @@
+"""Ray Data wiring for the GPT-style tasks: causal-LM packing and generative QA.
+
+    raylm preprocess examples/pretrain_zh.yaml   # clean/dedup/split (pipeline.py), then pack
+    raylm preprocess examples/qa_cmrc.yaml       # SQuAD reader, split by passage, prompt masking
+
+Both write encoded splits to `<data_dir>/encoded/{train,validation}/` (columns `input_ids`,
+`labels`), which stream into the trainer, and add their counts to `stats.json`.
+Packing: every block holds `max_length` tokens except the last block of each batch of
+`PACK_BATCH_DOCS` documents (Ray Data has no end-of-input hook to carry the tail further).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pyarrow as pa
+import ray
+
+from raylm.data import sources, steps
+from raylm.data.pipeline import SPLITS, read_split
+from raylm.data.tokenizer import load_tokenizer, train_tokenizer
+
+if TYPE_CHECKING:
+    from raylm.config import Config
+
+PACK_BATCH_DOCS = 8192
+ENCODED_SCHEMA = pa.schema([("input_ids", pa.list_(pa.int32())), ("labels", pa.list_(pa.int32()))])
+
+
+def _encoded_table(input_ids: list, labels: list) -> pa.Table:
+    return pa.table(
+        {
+            "input_ids": pa.array(input_ids, pa.list_(pa.int32())),
+            "labels": pa.array(labels, pa.list_(pa.int32())),
+        },
+        schema=ENCODED_SCHEMA,
+    )
+
+
+class _TokenizeAndPack:
+    """Tokenize a batch of documents and pack them into fixed blocks (one tokenizer per actor)."""
+
+    def __init__(self, tokenizer_dir: str, block_size: int) -> None:
+        from raylm.data.packing import BlockPacker
+
+        self.tok = load_tokenizer(tokenizer_dir)
+        eos = self.tok.eos_token_id
+        if eos is None:
+            raise ValueError(f"{tokenizer_dir}: causal-LM packing needs a tokenizer with an EOS")
+        self.packer = BlockPacker(block_size, eos, flush_every_batch=True)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> pa.Table:
+        ids = self.tok([str(t) for t in batch["text"]], add_special_tokens=False)["input_ids"]
+        out = self.packer({"input_ids": ids})
+        return _encoded_table(out["input_ids"], out["labels"])
+
+
+def _write_encoded(ds: ray.data.Dataset, folder: Path) -> dict[str, int]:
+    """Write encoded rows; return example and token counts (read back from the written files)."""
+    import shutil
+
+    shutil.rmtree(folder, ignore_errors=True)
+    ds.write_parquet(str(folder))
+    table = ray.data.read_parquet(str(folder)).select_columns(["input_ids"])
+    lengths = [len(x) for b in table.iter_batches(batch_format="numpy") for x in b["input_ids"]]
+    return {
+        "examples": len(lengths),
+        "tokens": int(sum(lengths)),
+        "short_blocks": 0 if not lengths else int(sum(1 for n in lengths if n < max(lengths))),
+    }
+
+
+def pack_causal_lm(cfg: Config, data_dir: Path) -> dict[str, Any]:
+    """Tokenize + pack the train/validation/test splits written by `pipeline.preprocess`."""
+    out = {}
+    for split in SPLITS:
+        ds = read_split(data_dir, split).select_columns(["text"])
+        packed = ds.map_batches(
+            _TokenizeAndPack,
+            fn_constructor_kwargs={
+                "tokenizer_dir": str(data_dir / "tokenizer"),
+                "block_size": cfg.data.max_length,
+            },
+            compute=ray.data.ActorPoolStrategy(size=1),
+            batch_size=PACK_BATCH_DOCS,
+            batch_format="numpy",
+        )
+        out[split] = _write_encoded(packed, data_dir / "encoded" / split)
+        print(
+            f"[preprocess] pack       {split}: {out[split]['examples']} blocks of "
+            f"{cfg.data.max_length}, {out[split]['tokens']} tokens",
+            flush=True,
+        )
+    return out
+
+
+# ------------------------------------------------------------------------------------- QA
+QA_SCHEMA = pa.schema(
+    [
+        ("id", pa.string()),
+        ("context", pa.string()),
+        ("question", pa.string()),
+        ("answers", pa.list_(pa.string())),
+        ("answer_starts", pa.list_(pa.int64())),
+        ("split", pa.string()),
+    ]
+)
+
+
+def _qa_reason(row: dict[str, Any], seen: set[tuple[str, str]]) -> str:
+    if not str(row.get("context", "")).strip() or not str(row.get("question", "")).strip():
+        return "empty"
+    if not [a for a in row.get("answers") or [] if str(a).strip()]:
+        return "missing_answer"
+    key = (steps.normalize_key(row["context"]), steps.normalize_key(row["question"]))
+    if key in seen:
+        return "duplicate"
+    seen.add(key)
+    return ""
+
+
+def _read_qa(cfg: Config, data_dir: Path) -> tuple[list[dict], Counter, int]:
+    """SQuAD rows with a split by passage hash (a passage never crosses splits); rejects written."""
+    paths, _ = sources.resolve_paths(cfg.data.paths)
+    rows, rejected, seen = [], Counter(), set()
+    with (data_dir / "rejects.jsonl").open("w", encoding="utf-8") as rej:
+        for path in paths:
+            for row in sources.read_squad(path):
+                reason = _qa_reason(row, seen)
+                if reason:
+                    rejected[reason] += 1
+                    rej.write(
+                        json.dumps(
+                            {**row, "reason": reason, "source": str(path)}, ensure_ascii=False
+                        )
+                        + "\n"
+                    )
+                    continue
+                row["split"] = steps.split_of(steps.normalize_key(row["context"]), cfg.data.split)
+                rows.append(row)
+                if cfg.data.limit and len(rows) >= cfg.data.limit:
+                    break
+    return rows, rejected, len(rows) + sum(rejected.values())
+
+
+def _write_qa_splits(rows: list[dict], data_dir: Path) -> dict[str, int]:
+    import pyarrow.parquet as pq
+
+    counts = {}
+    for split in SPLITS:
+        part = [{k: r[k] for k in QA_SCHEMA.names} for r in rows if r["split"] == split]
+        folder = data_dir / split
+        folder.mkdir(parents=True, exist_ok=True)
+        for old in folder.glob("*.parquet"):
+            old.unlink()
+        pq.write_table(pa.Table.from_pylist(part, schema=QA_SCHEMA), folder / "part-0.parquet")
+        counts[split] = len(part)
+    return counts
+
+
+def _encode_qa_split(cfg: Config, data_dir: Path, split: str, template: str) -> dict[str, Any]:
+    from raylm.data.qa import QAEncoder
+
+    ds = (
+        ray.data.read_parquet(str(data_dir / split))
+        .map_batches(
+            QAEncoder,
+            fn_constructor_kwargs={
+                "tokenizer_dir": str(data_dir / "tokenizer"),
+                "max_length": cfg.data.max_length,
+                "template": template,
+            },
+            compute=ray.data.ActorPoolStrategy(size=1),
+            batch_format="numpy",
+            batch_size=256,
+        )
+        .materialize()
+    )
+    reasons = Counter(
+        r
+        for b in ds.select_columns(["reject_reason"]).iter_batches(batch_format="numpy")
+        for r in b["reject_reason"].tolist()
+        if r
+    )
+    kept = ds.filter(lambda r: r["reject_reason"] == "").select_columns(["input_ids", "labels"])
+    kept = kept.map_batches(
+        lambda b: _encoded_table(list(b["input_ids"]), list(b["labels"])), batch_format="numpy"
+    )
+    counts = _write_encoded(kept, data_dir / "encoded" / split)
+    return {**counts, "not_encodable": dict(reasons)}
+
+
+def preprocess_qa(cfg: Config, data_dir: Path) -> dict[str, Any]:
+    """SQuAD-format files -> split by passage -> tokenizer -> prompt-masked train/val features."""
+    from raylm.data.qa import DEFAULT_TEMPLATE
+
+    t0 = time.perf_counter()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    rows, rejected, n_input = _read_qa(cfg, data_dir)
+    split_counts = _write_qa_splits(rows, data_dir)
+    print(f"[preprocess] qa         {split_counts}, rejected={dict(rejected)}", flush=True)
+    texts = (
+        t
+        for r in rows
+        if r["split"] == "train"
+        for t in (r["context"], r["question"], *r["answers"])
+    )
+    if cfg.data.tokenizer.path:
+        tok = load_tokenizer(cfg.data.tokenizer.path)
+        tok.save_pretrained(str(data_dir / "tokenizer"))
+    else:
+        train_tokenizer(texts, cfg.data.tokenizer, data_dir / "tokenizer", cfg.data.tokenizer.kind)
+    encoded = {
+        s: _encode_qa_split(cfg, data_dir, s, DEFAULT_TEMPLATE) for s in ("train", "validation")
+    }
+    print(
+        "[preprocess] encode     "
+        + ", ".join(
+            f"{s}: {e['examples']} kept, not encodable {e['not_encodable']}"
+            for s, e in encoded.items()
+        ),
+        flush=True,
+    )
+    stats = {
+        "input_records": n_input,
+        "output_records": len(rows),
+        "duplicates": rejected.get("duplicate", 0),
+        "rejected": dict(rejected),
+        "splits": split_counts,
+        "labels": [],
+        "source": cfg.data.source,
+        "encoded": encoded,
+        "prompt_template": DEFAULT_TEMPLATE,
+        "paths": [str(p) for p in cfg.data.paths],
+        "elapsed_s": round(time.perf_counter() - t0, 2),
+    }
+    (data_dir / "stats.json").write_text(json.dumps(stats, ensure_ascii=False, indent=2) + "\n")
+    return stats
+
+
+def read_encoded(data_dir: str | Path, split: str) -> ray.data.Dataset:
+    folder = Path(data_dir) / "encoded" / split
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder}: not found; run `raylm preprocess` for this config")
+    return ray.data.read_parquet(str(folder))

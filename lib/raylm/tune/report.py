@@ -1,0 +1,126 @@
+"""A finished sweep's outputs: results table (CSV + markdown), trial curves, best config + model.
+
+Called by `raylm.tune.search.run_sweep`; every function takes plain rows, except `summarize`,
+which reads Tune's ResultGrid.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import shutil
+from pathlib import Path
+from typing import Any
+
+from raylm.config import config_from_dict, dump_config
+from raylm.tune.space import TuneSettings, apply_sample
+
+COLUMNS = ["trial_id", "final", "best", "epochs_run", "stopped_early", "wall_s", "status"]
+
+
+def _finite(v: Any) -> bool:
+    return isinstance(v, int | float) and math.isfinite(v)
+
+
+def _row(result: Any, settings: TuneSettings, epochs: int) -> tuple[dict, list[tuple]]:
+    df = result.metrics_dataframe
+    recs = [] if df is None else df.to_dict("records")
+    metric = settings.metric
+    scored = [r for r in recs if _finite(r.get(metric))]
+    pick = max if settings.mode == "max" else min
+    top = pick(scored, key=lambda r: r[metric]) if scored else None
+    last = recs[-1] if recs else {}
+    epochs_run = max((r.get("epoch") or 0 for r in recs), default=0)
+    trial_id = (result.metrics or {}).get("trial_id") or Path(result.path).name
+    row = {
+        "trial_id": trial_id,
+        **{f: v for f, v in (result.config or {}).items()},
+        "final": scored[-1][metric] if scored else None,
+        "best": top[metric] if top else None,
+        "epochs_run": round(float(epochs_run), 2),
+        "stopped_early": bool(result.error is None and recs and epochs_run < epochs),
+        "wall_s": round(float(last.get("time_total_s") or 0.0), 1),
+        "status": "error" if result.error else "ok",
+        "best_checkpoint": top.get("checkpoint_path") if top else None,
+    }
+    curve = [(float(r["epoch"]), float(r[metric])) for r in scored if r.get("epoch") is not None]
+    return row, curve
+
+
+def summarize(grid: Any, settings: TuneSettings, epochs: int):
+    """(rows, curves) from a Tune ResultGrid, one row per trial, sorted by trial id."""
+    rows, curves = [], {}
+    for result in grid:
+        row, curve = _row(result, settings, epochs)
+        rows.append(row)
+        curves[row["trial_id"]] = curve
+    rows.sort(key=lambda r: r["trial_id"])
+    return rows, curves
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return "" if v is None else str(v)
+
+
+def write_tables(rows, curves, settings: TuneSettings, sweep_dir: Path) -> None:
+    from raylm.eval.plots import plot_trials
+
+    fields = list(settings.space)
+    cols = ["trial_id", *fields, *COLUMNS[1:]]
+    with (sweep_dir / "results.csv").open("w", newline="", encoding="utf-8") as f:
+        w = csv.DictWriter(f, fieldnames=cols, extrasaction="ignore")
+        w.writeheader()
+        w.writerows(rows)
+    head = [c if c not in ("final", "best") else f"{c} {settings.metric}" for c in cols]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(_fmt(r.get(c)) for c in cols) + " |" for r in rows]
+    (sweep_dir / "results.md").write_text(
+        f"### sweep {sweep_dir.name} ({settings.metric}, {settings.mode})\n\n"
+        + "\n".join(lines)
+        + "\n",
+        encoding="utf-8",
+    )
+    plot_trials(curves, settings.metric, sweep_dir / "trials.png", "epoch", settings.mode)
+
+
+def best_row(rows: list[dict], settings: TuneSettings) -> dict:
+    scored = [r for r in rows if r["best"] is not None]
+    pick = max if settings.mode == "max" else min
+    return pick(scored, key=lambda r: r["best"])
+
+
+def export_best(rows, settings: TuneSettings, base, orig, sweep_dir: Path, data_dir: Path) -> dict:
+    """best_config.yaml (a standalone recipe), best/ (run folder for serve), best_model/."""
+    import ray.train
+
+    from raylm.train.checkpoint import export_model, read_state
+
+    best = best_row(rows, settings)
+    sample = {f: best[f] for f in settings.space}
+    recipe = apply_sample(orig, sample)
+    recipe["run"]["name"] = f"{sweep_dir.name}_best"
+    recipe["tune"] = None
+    dump_config(config_from_dict(recipe, "best_config"), sweep_dir / "best_config.yaml")
+
+    run = apply_sample(base, sample)
+    run["run"].update(name="best", output_dir=str(sweep_dir))
+    run["tune"] = None
+    best_dir = sweep_dir / "best"
+    best_dir.mkdir(parents=True, exist_ok=True)
+    dump_config(config_from_dict(run, "best run"), best_dir / "config.yaml")
+    with ray.train.Checkpoint(best["best_checkpoint"]).as_directory() as ckpt:
+        history = read_state(ckpt).get("history", [])
+        export_model(ckpt, data_dir / "tokenizer", best_dir / "model")
+    summary = {
+        "trial_id": best["trial_id"],
+        "best_checkpoint": best["best_checkpoint"],
+        "best_metrics": {settings.metric: best["best"]},
+        "history": history,
+    }
+    (best_dir / "train_result.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
+    shutil.rmtree(sweep_dir / "best_model", ignore_errors=True)
+    shutil.copytree(best_dir / "model", sweep_dir / "best_model")
+    return best

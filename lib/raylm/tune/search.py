@@ -1,0 +1,200 @@
+"""Ray Tune search over raylm training runs, with ASHA early stopping and an exported winner.
+
+    raylm tune examples/tune_sentiment.yaml [--resume] [--set tune.num_samples=4]
+
+Each Tune trial runs `_trial` (Train V2 style): it builds the trial's Config (base + sampled
+overrides, run.name `<sweep>_<trial_id>`, the sweep's shared preprocessed data) and fits a full
+TorchTrainer with its own workers + DeepSpeed. `TuneReportCallback` forwards every epoch's
+`ray.train.report` to the trial, so ASHA can stop a trial between epochs.
+
+Writes under `<run.output_dir>/<sweep>/`: data/ (preprocessed once), trials/<run>/ (each
+trial's run folder), ray/ (Tune + Train storage unless run.storage_path), results.csv/.md,
+trials.png, best_config.yaml, best_model/ and best/ (a run folder `raylm serve` accepts).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from raylm.config import Config, ConfigError, config_from_dict
+from raylm.tune.space import TuneSettings, apply_sample, load_settings, to_param_space
+
+
+@dataclass
+class SweepResult:
+    sweep_dir: Path
+    best_trial: str
+    best_metric: float
+    best_config: Path
+    best_model: Path
+    rows: list[dict[str, Any]]
+
+
+def _say(msg: str) -> None:
+    print(f"[raylm.tune] {msg}", flush=True)
+
+
+def sweep_name(cfg: Config, settings: TuneSettings) -> str:
+    return settings.name or cfg.run.name
+
+
+def trial_config(base: dict[str, Any], sample: dict[str, Any], run_name: str) -> Config:
+    """The trial's Config: base + sampled dotted overrides, its own run name, no tune section."""
+    data = apply_sample(base, sample)
+    data["run"]["name"] = run_name
+    data["tune"] = None
+    return config_from_dict(data, source=f"trial {run_name}")
+
+
+def fit_with_callbacks(cfg: Config, callbacks: list[Any]):
+    """raylm's driver trainer plus extra RunConfig callbacks; returns the Train Result."""
+    from raylm.train.driver import _read_stats, build_meta, make_trainer
+
+    data_dir = cfg.run.data_path.resolve()
+    meta = build_meta(cfg, data_dir, _read_stats(data_dir))
+    trainer = make_trainer(cfg, data_dir, meta)
+    # Train V2 reads RunConfig.callbacks when fit() starts (DataParallelTrainer
+    # _create_default_callbacks), so adding them after construction is enough.
+    trainer.run_config.callbacks = list(trainer.run_config.callbacks or []) + callbacks
+    return trainer.fit()
+
+
+def _make_trial(base: dict[str, Any], sweep: str):
+    """The Tune function trainable; closes over plain data only (it is pickled to workers)."""
+
+    def _trial(sample: dict[str, Any]) -> None:
+        from ray import tune
+        from ray.tune.integration.ray_train import TuneReportCallback
+
+        trial_id = tune.get_context().get_trial_id()
+        cfg = trial_config(base, sample, f"{sweep}_{trial_id}")
+        run_dir = cfg.run.run_dir.resolve()
+        run_dir.mkdir(parents=True, exist_ok=True)
+        with (run_dir / "starts.log").open("a", encoding="utf-8") as f:  # resume bookkeeping
+            f.write(f"{time.time():.3f}\n")
+        from raylm.config import dump_config
+
+        dump_config(cfg, run_dir / "config.yaml")
+        fit_with_callbacks(cfg, [TuneReportCallback()])
+
+    return _trial
+
+
+def _preprocess_once(cfg: Config, data_dir: Path) -> None:
+    from raylm import stages
+
+    if (data_dir / "stats.json").is_file():
+        _say(f"reusing preprocessed data in {data_dir}")
+        return
+    prep = cfg.model_copy(deep=True)
+    prep.run.data_dir = str(data_dir)
+    stages.preprocess(prep)
+
+
+def _base_for_trials(cfg: Config, sweep_dir: Path, data_dir: Path) -> dict[str, Any]:
+    base = cfg.model_dump(mode="json")
+    base["run"]["data_dir"] = str(data_dir)
+    base["run"]["output_dir"] = str(sweep_dir / "trials")
+    if cfg.run.storage_path is None:  # trials' Train storage beside the sweep's Tune storage
+        base["run"]["storage_path"] = str(sweep_dir / "ray" / "train")
+    return base
+
+
+def _scheduler(settings: TuneSettings, epochs: int):
+    if settings.scheduler == "none":
+        return None
+    from ray.tune.schedulers import ASHAScheduler
+
+    a = settings.asha
+    return ASHAScheduler(
+        time_attr="epoch",  # the loop reports `epoch` with every validation
+        max_t=a.max_t or epochs,
+        grace_period=a.grace_period,
+        reduction_factor=a.reduction_factor,
+    )
+
+
+def _search_alg(settings: TuneSettings):
+    if settings.search != "optuna":
+        return None  # random and grid: Tune's BasicVariantGenerator
+    from ray.tune.search.optuna import OptunaSearch
+
+    return OptunaSearch()
+
+
+def _tune_storage(cfg: Config, sweep_dir: Path) -> str:
+    from raylm.runtime import storage_path
+
+    return storage_path(cfg.run) if cfg.run.storage_path else str(sweep_dir / "ray")
+
+
+def _tuner(cfg: Config, settings: TuneSettings, sweep: str, sweep_dir: Path, base, resume: bool):
+    from ray import tune
+
+    trainable = tune.with_resources(_make_trial(base, sweep), settings.resources_per_trial)
+    storage = _tune_storage(cfg, sweep_dir)
+    path = f"{storage.rstrip('/')}/{sweep}"
+    if resume and tune.Tuner.can_restore(path):
+        _say(f"resuming sweep from {path}")
+        return tune.Tuner.restore(
+            path, trainable, resume_unfinished=True, restart_errored=True,
+            param_space=to_param_space(settings),
+        )  # fmt: skip
+    if resume:
+        _say(f"nothing to resume at {path}: starting the sweep")
+    return tune.Tuner(
+        trainable,
+        param_space=to_param_space(settings),
+        tune_config=tune.TuneConfig(
+            metric=settings.metric,
+            mode=settings.mode,
+            num_samples=settings.num_samples,
+            scheduler=_scheduler(settings, cfg.train.epochs),
+            search_alg=_search_alg(settings),
+            max_concurrent_trials=settings.max_concurrent_trials,
+        ),
+        run_config=tune.RunConfig(name=sweep, storage_path=storage),
+    )
+
+
+def run_sweep(cfg: Config, resume: bool = False) -> SweepResult:
+    """Preprocess once, run (or resume) the Tuner, write the table/plot, export the winner."""
+    from raylm.runtime import ensure_ray
+    from raylm.tune.report import export_best, summarize, write_tables
+
+    settings = load_settings(cfg)  # every check before any work starts
+    sweep = sweep_name(cfg, settings)
+    sweep_dir = (Path(cfg.run.output_dir) / sweep).resolve()
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    data_dir = cfg.run.data_path.resolve() if cfg.run.data_dir else sweep_dir / "data"
+    ensure_ray(cfg.run)
+    _preprocess_once(cfg, data_dir)
+    base = _base_for_trials(cfg, sweep_dir, data_dir)
+    t0 = time.perf_counter()
+    grid = _tuner(cfg, settings, sweep, sweep_dir, base, resume).fit()
+    _say(f"{len(grid)} trial(s) in {time.perf_counter() - t0:.0f}s")
+    rows, curves = summarize(grid, settings, cfg.train.epochs)
+    if not any(r["best"] is not None for r in rows):
+        errors = [str(r.error) for r in grid if r.error]
+        raise RuntimeError(f"sweep {sweep}: no trial reported {settings.metric}; {errors[:2]}")
+    write_tables(rows, curves, settings, sweep_dir)
+    best = export_best(rows, settings, base, cfg.model_dump(mode="json"), sweep_dir, data_dir)
+    _say(f"best trial {best['trial_id']}: {settings.metric}={best['best']:.4f} -> {sweep_dir}")
+    (sweep_dir / "sweep_result.json").write_text(
+        json.dumps({"best": best, "rows": rows}, indent=2, default=str), encoding="utf-8"
+    )
+    return SweepResult(
+        sweep_dir,
+        best["trial_id"],
+        best["best"],
+        sweep_dir / "best_config.yaml",
+        sweep_dir / "best_model",
+        rows,
+    )
+
+
+__all__ = ["ConfigError", "SweepResult", "TuneSettings", "load_settings", "run_sweep"]
