@@ -1,7 +1,7 @@
 """The whole recipe: preprocess, train, export, evaluate.
 
     python ray_jobs/pipeline.py --config examples/sentiment_zh.yaml [--set k=v ...]
-    ray job submit --working-dir . -- \
+    ray job submit --working-dir . --runtime-env ray_jobs/runtime_env.yaml -- \
         python ray_jobs/pipeline.py --config examples/sentiment_zh.yaml
 """
 

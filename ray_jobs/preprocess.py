@@ -1,7 +1,7 @@
 """Ray Data preprocessing (clean, dedup, split, tokenizer).
 
     python ray_jobs/preprocess.py --config examples/sentiment_zh.yaml [--set k=v ...]
-    ray job submit --working-dir . -- \
+    ray job submit --working-dir . --runtime-env ray_jobs/runtime_env.yaml -- \
         python ray_jobs/preprocess.py --config examples/sentiment_zh.yaml
 """
 

@@ -1,7 +1,7 @@
 """DeepSpeed training inside Ray Train's TorchTrainer.
 
     python ray_jobs/train.py --config examples/sentiment_zh.yaml [--set k=v ...]
-    ray job submit --working-dir . -- \
+    ray job submit --working-dir . --runtime-env ray_jobs/runtime_env.yaml -- \
         python ray_jobs/train.py --config examples/sentiment_zh.yaml
 """
 

@@ -110,6 +110,76 @@ def validate(config: ConfigArg, set: SetOpt = None):
     typer.echo(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False, allow_unicode=True))
 
 
+# --- cluster jobs (raylm.jobs.cli); paste into lib/raylm/cli.py above `def main()` ---
+AddressOpt = Annotated[
+    str | None,
+    typer.Option("--address", "-a", help="Ray dashboard URL (else $RAY_ADDRESS, else :8265)."),
+]
+JobIdArg = Annotated[str, typer.Argument(help="Job id, as `raylm submit` printed it.")]
+
+
+def _jobs(fn, *args) -> None:
+    from raylm.jobs.submit import SubmitError
+
+    try:
+        fn(*args)
+    except (SubmitError, ConfigError, FileNotFoundError) as err:
+        typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(1) from None
+
+
+@app.command()
+def submit(
+    job: Annotated[str, typer.Argument(help="run|preprocess|train|tune|serve (ray_jobs/*.py).")],
+    config: ConfigArg,
+    address: AddressOpt = None,
+    set: SetOpt = None,
+    num_cpus: Annotated[float, typer.Option("--num-cpus", help="CPUs for the driver.")] = 0,
+    num_gpus: Annotated[float, typer.Option("--num-gpus", help="GPUs for the driver.")] = 0,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Stream the log.")] = False,
+):
+    """Upload this checkout and run ray_jobs/JOB.py with CONFIG as a Ray job on a cluster."""
+    from raylm.jobs.cli import submit_command
+
+    _jobs(submit_command, job, config, address, set, num_cpus, num_gpus, follow)
+
+
+@app.command()
+def status(job_id: JobIdArg, address: AddressOpt = None):
+    """A submitted job's state: PENDING, RUNNING, SUCCEEDED, FAILED or STOPPED."""
+    from raylm.jobs.cli import status_command
+
+    _jobs(status_command, job_id, address)
+
+
+@app.command()
+def logs(
+    job_id: JobIdArg,
+    address: AddressOpt = None,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Stream until it ends.")] = False,
+):
+    """A submitted job's driver log (with --follow: exit 1 unless it SUCCEEDED)."""
+    from raylm.jobs.cli import logs_command
+
+    _jobs(logs_command, job_id, address, follow)
+
+
+@app.command()
+def stop(job_id: JobIdArg, address: AddressOpt = None):
+    """Stop a running job."""
+    from raylm.jobs.cli import stop_command
+
+    _jobs(stop_command, job_id, address)
+
+
+@app.command("list")
+def list_(address: AddressOpt = None):
+    """Jobs submitted to the cluster, oldest first."""
+    from raylm.jobs.cli import list_command
+
+    _jobs(list_command, address)
+
+
 def main() -> None:  # pragma: no cover - console entry point alias
     sys.exit(app())
 
