@@ -102,6 +102,26 @@ def serve(
 
 
 @app.command()
+def tune(
+    config: ConfigArg,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue an interrupted sweep.")
+    ] = False,
+    output: OutputOpt = None,
+    set: SetOpt = None,
+):
+    """Ray Tune search over training runs (ASHA); writes a trial table, best config, best model."""
+    from raylm.tune.cli import tune_command
+
+    items = list(set or []) + ([f"run.output_dir={output}"] if output else [])
+    try:
+        tune_command(config, items, resume)
+    except (ConfigError, FileNotFoundError) as err:
+        typer.secho(str(err), fg=typer.colors.RED, err=True)
+        raise typer.Exit(2) from None
+
+
+@app.command()
 def validate(config: ConfigArg, set: SetOpt = None):
     """Check a config and print it fully resolved, without running anything."""
     import yaml

@@ -97,7 +97,7 @@ def _datasets(cfg: Config, data_dir: Path) -> dict[str, Any]:
     }
 
 
-def make_trainer(cfg: Config, data_dir: Path, meta: dict[str, Any]):
+def make_trainer(cfg: Config, data_dir: Path, meta: dict[str, Any], callbacks: list | None = None):
     import ray.train
     from ray.data import ExecutionOptions
     from ray.train.torch import TorchTrainer
@@ -125,6 +125,7 @@ def make_trainer(cfg: Config, data_dir: Path, meta: dict[str, Any]):
                 checkpoint_score_order=cfg.train.best_mode,
             ),
             failure_config=ray.train.FailureConfig(max_failures=cfg.train.max_failures),
+            callbacks=callbacks,  # e.g. Tune's TuneReportCallback when a trial drives this run
         ),
         datasets=_datasets(cfg, data_dir),
         dataset_config=data_config,

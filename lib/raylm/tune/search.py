@@ -56,11 +56,7 @@ def fit_with_callbacks(cfg: Config, callbacks: list[Any]):
 
     data_dir = cfg.run.data_path.resolve()
     meta = build_meta(cfg, data_dir, _read_stats(data_dir))
-    trainer = make_trainer(cfg, data_dir, meta)
-    # Train V2 reads RunConfig.callbacks when fit() starts (DataParallelTrainer
-    # _create_default_callbacks), so adding them after construction is enough.
-    trainer.run_config.callbacks = list(trainer.run_config.callbacks or []) + callbacks
-    return trainer.fit()
+    return make_trainer(cfg, data_dir, meta, callbacks=callbacks).fit()
 
 
 def _make_trial(base: dict[str, Any], sweep: str):
