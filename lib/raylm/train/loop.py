@@ -59,9 +59,9 @@ def _all_reduce(tensors: list[torch.Tensor]) -> None:
 class Meter:
     """Throughput and loss since the last log line, summed over all workers.
 
-    `add` keeps the loss and token count as tensors on the device (no per-step host sync);
-    `read` moves them once per log interval. `exclude` takes evaluation/checkpoint time out of
-    the interval so throughput is training throughput."""
+    `add` makes no per-step host sync on GPUs (sums stay on the device until `read`, once per
+    log interval); `exclude` takes validation/checkpoint time out of the interval, so the first
+    interval after a validation reports training throughput, not the pause."""
 
     def __init__(self, flops_token: float, peak_total: float):
         self.flops_token, self.peak_total = flops_token, peak_total
@@ -70,22 +70,24 @@ class Meter:
 
     def reset(self) -> None:
         self.t0 = time.perf_counter()
-        self.loss_sum: torch.Tensor | None = None
+        self.loss_sum: torch.Tensor | float = 0.0
         self.tokens: torch.Tensor | int = 0
         self.n = self.samples = 0
 
     def add(self, loss: torch.Tensor, samples: int, tokens: torch.Tensor | int) -> None:
-        loss = loss.detach().to(torch.float64)
-        self.loss_sum = loss if self.loss_sum is None else self.loss_sum + loss
-        self.tokens = self.tokens + tokens
+        if loss.device.type == "cpu":  # nothing to sync on CPU; Python numbers add fastest
+            self.loss_sum += loss.item()
+            self.tokens += int(tokens)
+        else:  # stay on the device: a host sync per step would stall the GPU's queue
+            self.loss_sum = self.loss_sum + loss.detach().to(torch.float64)
+            self.tokens = self.tokens + tokens
         self.n, self.samples = self.n + 1, self.samples + samples
 
     def exclude(self, seconds: float) -> None:
         self.t0 += seconds
 
     def read(self) -> dict[str, float]:
-        loss_sum = 0.0 if self.loss_sum is None else self.loss_sum.item()
-        tokens = self.tokens.item() if isinstance(self.tokens, torch.Tensor) else self.tokens
+        loss_sum, tokens = (float(x) for x in (self.loss_sum, self.tokens))
         sums = torch.tensor([loss_sum, self.n, self.samples, tokens], dtype=torch.float64)
         _all_reduce([sums])
         dt = max(time.perf_counter() - self.t0, 1e-9)

@@ -1,0 +1,101 @@
+"""Run the benchmark suite and write benchmarks/results/SUMMARY.md (what `make bench` calls).
+
+    python -m benchmarks.run --quick          # train_step + ingest (+ serve_latency --quick)
+    python -m benchmarks.run --quick --only train_step
+    python -m benchmarks.run --skip serve_latency
+
+Each benchmark writes its own results/<name>.{json,md}; the summary gathers every table found
+in results/ (including ones from earlier runs of benchmarks not rerun now, marked by time).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+import time
+import traceback
+import urllib.request
+
+from benchmarks.harness import RESULTS, markdown_table
+
+SUITE = ("train_step", "ingest", "serve_latency")
+TARGETS = {
+    "train_step_1proc": "raylm step / plain PyTorch step <= 1.10",
+    "train_step_2proc": "raylm step / DDP (gloo) step <= 1.10",
+    "ingest": "wait_share (streaming) <= 5%",
+}
+
+
+def summary() -> str:
+    parts = ["# Benchmark summary", ""]
+    for path in sorted(RESULTS.glob("*.json")):
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if "rows" not in data:
+            continue
+        name = data.get("name", path.stem)
+        parts.append(markdown_table(name, data).rstrip())
+        parts.append(f"\n_run {data.get('time', '?')}; repeats {data.get('repeats')}_")
+        if name in TARGETS:
+            parts.append(f"_target: {TARGETS[name]}_")
+        parts.append("")
+    return "\n".join(parts) + "\n"
+
+
+def prometheus_check() -> str:
+    """Scrape this node's Prometheus export; which raylm_train_* gauges appear?"""
+    import ray
+
+    ports = [n.get("MetricsExportPort") for n in ray.nodes() if n.get("Alive")]
+    found: set[str] = set()
+    for port in filter(None, ports):
+        for _ in range(6):  # the agent exports every few seconds; worker gauges arrive late
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
+                text = r.read().decode()
+            found |= {
+                line.split("{")[0].split(" ")[0]
+                for line in text.splitlines()
+                if "raylm_train_" in line and not line.startswith("#")
+            }
+            if found:
+                break
+            time.sleep(5)
+    return f"exported: {sorted(found)}" if found else "no raylm_train_* series in the export"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="small step counts (~15 min)")
+    parser.add_argument("--only", nargs="*", choices=SUITE, help="run just these")
+    parser.add_argument("--skip", nargs="*", choices=SUITE, default=[], help="leave these out")
+    args = parser.parse_args()
+    names = [n for n in (args.only or SUITE) if n not in args.skip]
+    failed, notes = [], {}
+    for name in names:
+        t0 = time.perf_counter()
+        print(f"== {name}", flush=True)
+        try:
+            module = importlib.import_module(f"benchmarks.{name}")
+            sys.argv = [name, *(["--quick"] if args.quick else [])]  # serve_latency reads argv
+            module.main()
+            if name == "train_step":
+                notes["prometheus"] = prometheus_check()
+                print(f"prometheus: {notes['prometheus']}", flush=True)
+        except Exception:  # one broken benchmark must not hide the others' results
+            traceback.print_exc()
+            failed.append(name)
+        finally:
+            import ray
+
+            ray.shutdown()  # each benchmark starts its own Ray (serve_latency with 2 CPUs)
+        print(f"== {name}: {time.perf_counter() - t0:.0f} s", flush=True)
+    text = summary() + "".join(f"- {k}: {v}\n" for k, v in notes.items())
+    (RESULTS / "SUMMARY.md").write_text(text, encoding="utf-8")
+    print(text, flush=True)
+    if failed:
+        raise SystemExit(f"failed: {', '.join(failed)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,182 @@
+"""Training step overhead: raylm's step (TorchTrainer + DeepSpeed) vs plain PyTorch, side by side.
+
+    python -m benchmarks.train_step --quick     # a few minutes on 2 cores
+    python -m benchmarks.train_step             # more steps and repeats
+
+Same tiny BERT classifier (2 layers, hidden 128), same synthetic batches (32 rows, 8..64 tokens,
+padded by raylm's collate), one thread per process, AdamW + linear LR + grad clipping 1.0.
+1 process: a plain loop vs raylm 1 worker (ZeRO-0, ZeRO-2). 2 processes: DDP over gloo (two
+processes we spawn) vs raylm 2 workers (ZeRO-0, ZeRO-2). raylm's step is what its loop runs:
+`Engine.forward_backward`, `Meter.add`, `Engine.step`, and a `Meter.read` (all-reduce) every
+`log_every` steps; it is timed inside the worker with in-memory batches (the input pipeline is
+benchmarks/ingest.py's subject). Steady state = the mean step after `skip` warm-up steps; startup
+(process/worker-group start, model build, engine init) is reported apart as `startup_s`.
+Writes benchmarks/results/train_step_1proc.{json,md} and train_step_2proc.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import time
+from typing import Any
+
+from benchmarks import common
+from benchmarks.harness import Case, compare, write_results
+
+
+def _plain_optimizer(model):
+    import torch
+    from torch.optim.lr_scheduler import LambdaLR
+
+    from raylm.train.deepspeed import lr_lambda, param_groups
+
+    cfg = common.train_config(1, 0, 1000)
+    opt = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas)
+    return opt, LambdaLR(opt, lr_lambda(cfg, 1000))
+
+
+def _plain_steps(model, steps: int) -> list[float]:
+    """The plain loop: forward, backward, clip, AdamW, LR schedule; one timing per step."""
+    import torch
+
+    opt, sched = _plain_optimizer(model)
+    data = common.batches(8)
+    times = []
+    for i in range(steps):
+        t0 = time.perf_counter()
+        out = model(**data[i % len(data)])
+        out.loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def plain_case(steps: int, skip: int) -> dict[str, float]:
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        t0 = time.perf_counter()
+        model = common.make_model()
+        model.train()
+        startup = time.perf_counter() - t0
+        res = common.steady(_plain_steps(model, steps), skip)
+    finally:
+        torch.set_num_threads(threads)
+    return {**res, "startup_s": startup}
+
+
+def _ddp_proc(rank: int, world: int, port: int, steps: int, queue) -> None:
+    os.environ["OMP_NUM_THREADS"] = "1"
+    import torch
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    torch.set_num_threads(1)
+    dist.init_process_group(
+        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world
+    )
+    model = DDP(common.make_model())
+    model.train()
+    dist.barrier()
+    ready = time.time()
+    times = _plain_steps(model, steps)
+    dist.destroy_process_group()
+    queue.put((rank, ready, times))
+
+
+def ddp_case(steps: int, skip: int) -> dict[str, float]:
+    import torch.multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    queue = ctx.SimpleQueue()
+    t0 = time.time()
+    procs = [ctx.Process(target=_ddp_proc, args=(r, 2, port, steps, queue)) for r in range(2)]
+    for p in procs:
+        p.start()
+    got = [queue.get() for _ in procs]
+    for p in procs:
+        p.join()
+    rank0 = next(g for g in got if g[0] == 0)
+    return {**common.steady(rank0[2], skip), "startup_s": rank0[1] - t0}
+
+
+def raylm_worker(config: dict[str, Any]) -> None:
+    """Runs inside a TorchTrainer worker: raylm's engine and meter on in-memory batches."""
+    import torch
+    import torch.distributed as dist
+
+    from raylm.train.deepspeed import Engine
+    from raylm.train.loop import Meter
+    from raylm.train.tasks import count_tokens
+
+    t_start = config["t_launch"]
+    torch.set_num_threads(1)
+    cfg = common.train_config(config["workers"], config["zero"], config["steps"])
+    engine = Engine.create(common.make_model(), cfg, config["steps"])
+    meter = Meter(1.0, 1e11)
+    data = common.batches(8)
+    if dist.is_initialized():
+        dist.barrier()
+    ready = time.time()
+    times = []
+    for i in range(config["steps"]):
+        t0 = time.perf_counter()
+        batch = {k: v.to(engine.device) for k, v in data[i % len(data)].items()}
+        loss = engine.forward_backward(batch)
+        meter.add(loss, len(batch["input_ids"]), count_tokens(batch))
+        engine.step()
+        if engine.global_step % cfg.log_every == 0:
+            meter.read()
+        times.append(time.perf_counter() - t0)
+    common.put(config, {**common.steady(times, config["skip"]), "startup_s": ready - t_start})
+
+
+def raylm_case(workers: int, zero: int, steps: int, skip: int) -> dict[str, float]:
+    cfg = {"workers": workers, "zero": zero, "steps": steps, "skip": skip, "t_launch": time.time()}
+    m = common.fit(raylm_worker, cfg, workers)
+    keys = ("step_s", "step_median_s", "steps_timed", "startup_s", "wall_s")
+    return {k: float(m[k]) for k in keys}
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="fewer steps and repeats")
+    args = parser.parse_args(argv)
+    steps, skip, repeats = (40, 10, 2) if args.quick else (150, 20, 5)
+    common.start_ray()
+    notes = {
+        "model": "BERT classifier, 2 layers, hidden 128, vocab 6000, fp32",
+        "batch": f"{common.BATCH} rows x 8..{common.MAX_LEN} tokens, 1 thread per process",
+        "steps": f"{steps} per run, first {skip} not timed; {repeats} interleaved repeats",
+        "metric": "step_s = mean seconds per optimizer step in steady state (per process)",
+    }
+    tables = {}
+    one = [
+        Case("plain_pytorch", lambda: plain_case(steps, skip)),
+        Case("raylm_zero0_1w", lambda: raylm_case(1, 0, steps, skip)),
+        Case("raylm_zero2_1w", lambda: raylm_case(1, 2, steps, skip)),
+    ]
+    tables["train_step_1proc"] = compare(one, repeats=repeats, warmup=0, baseline="plain_pytorch")
+    write_results("train_step_1proc", tables["train_step_1proc"], notes)
+    two = [
+        Case("ddp_gloo_2p", lambda: ddp_case(steps, skip)),
+        Case("raylm_zero0_2w", lambda: raylm_case(2, 0, steps, skip)),
+        Case("raylm_zero2_2w", lambda: raylm_case(2, 2, steps, skip)),
+    ]
+    tables["train_step_2proc"] = compare(two, repeats=repeats, warmup=0, baseline="ddp_gloo_2p")
+    write_results("train_step_2proc", tables["train_step_2proc"], notes)
+    return tables
+
+
+if __name__ == "__main__":
+    main()

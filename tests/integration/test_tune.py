@@ -1,0 +1,182 @@
+"""Real Ray Tune over real TorchTrainer + DeepSpeed trials on a tiny generated corpus.
+
+Covers: an ASHA sweep whose trials complete and whose results table, curves plot, best_config.yaml
+(loaded back as a Config) and exported best model are written; a sweep driver killed (SIGKILL)
+after its first trial completed, then resumed: the completed trial is not rerun, the rest finish.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from raylm import stages
+from raylm.config import config_from_dict, load_config
+
+pytestmark = pytest.mark.integration
+
+# Not yet seen passing on a quiet machine: run with RAYLM_SLOW_TESTS=1 until CI enables them.
+pytestmark = [
+    pytestmark,
+    pytest.mark.skipif(
+        not os.environ.get("RAYLM_SLOW_TESTS"),
+        reason="unverified slow test; set RAYLM_SLOW_TESTS=1",
+    ),
+]
+
+POS = ["很好", "喜欢", "满意", "推荐", "不错", "精彩", "值得", "开心"]
+NEG = ["很差", "失望", "讨厌", "后悔", "糟糕", "难看", "垃圾", "生气"]
+FILL = list("这本书我们的是了在有和就都而及与着或一个没有看过买来说东西质量")
+
+
+def _corpus(path: Path, n: int = 400, seed: int = 0) -> Path:
+    rng = random.Random(seed)
+    with path.open("w", encoding="utf-8") as f:
+        for i in range(n):
+            label = rng.choice(["pos", "neg"])
+            words = rng.sample(POS if label == "pos" else NEG, 2)
+            filler = "".join(rng.choices(FILL, k=rng.randint(6, 20)))
+            text = f"{filler[:5]}{words[0]}{filler[5:]}{words[1]}{i}"
+            f.write(json.dumps({"text": text, "label": label}, ensure_ascii=False) + "\n")
+    return path
+
+
+def _cfg(tmp: Path, name: str, tune: dict, epochs: int = 2) -> dict:
+    return {
+        "data": {
+            "source": "jsonl",
+            "paths": [str(tmp / "corpus.jsonl")],
+            "labels": ["neg", "pos"],
+            "max_length": 32,
+            "tokenizer": {"vocab_size": 300, "min_frequency": 1},
+        },
+        "model": {"task": "classification", "preset": "tiny", "hidden_size": 32, "num_heads": 2},
+        "train": {
+            "num_workers": 1,
+            "epochs": epochs,
+            "batch_size": 32,
+            "lr": 2e-3,
+            "log_every": 5,
+            "warmup_ratio": 0.0,
+            "shuffle_buffer": 64,
+            "keep_checkpoints": 1,
+        },
+        "run": {
+            "name": name,
+            "output_dir": str(tmp / "sweeps"),
+            "data_dir": str(tmp / "data"),
+            "baseline": False,
+        },
+        "tune": tune,
+    }
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory, ray_session):
+    tmp = tmp_path_factory.mktemp("tune")
+    _corpus(tmp / "corpus.jsonl")
+    stats = stages.preprocess(config_from_dict(_cfg(tmp, "prep", tune=None)))
+    assert stats["splits"]["train"] > 200
+    return tmp
+
+
+def test_asha_sweep_writes_table_plot_best_config_and_model(prepared):
+    from raylm.tune.search import run_sweep
+
+    tune = {
+        "space": {
+            "train.lr": {"loguniform": [1e-4, 3e-3]},
+            "model.num_layers": {"choice": [1, 2]},
+        },
+        "num_samples": 3,
+        "scheduler": "asha",
+        "asha": {"grace_period": 1, "reduction_factor": 2},
+        # A trial holds ~3 of the session's 4 logical CPUs (its worker + the Ray Data encoders
+        # of its train and validation sets): two at once would starve each other's data.
+        "max_concurrent_trials": 1,
+    }
+    result = run_sweep(config_from_dict(_cfg(prepared, "asha", tune)))
+    sweep = result.sweep_dir
+    rows = list(csv.DictReader((sweep / "results.csv").open(encoding="utf-8")))
+    assert len(rows) == 3 and all(r["status"] == "ok" for r in rows)
+    assert {"train.lr", "model.num_layers", "best", "epochs_run", "stopped_early"} <= set(rows[0])
+    assert all(float(r["epochs_run"]) >= 1 for r in rows)  # grace period: one epoch each
+    assert "| trial_id |" in (sweep / "results.md").read_text(encoding="utf-8")
+    assert (sweep / "trials.png").stat().st_size > 1000
+    best = load_config(result.best_config)
+    assert best.tune is None and best.run.name == "asha_best"
+    winner = next(r for r in rows if r["trial_id"] == result.best_trial)
+    assert best.train.lr == pytest.approx(float(winner["train.lr"]))
+    assert best.model.num_layers == int(winner["model.num_layers"])
+    assert result.best_metric == max(float(r["best"]) for r in rows)
+    assert (result.best_model / "config.json").is_file()
+    assert (result.best_model / "model.safetensors").is_file()
+    assert (sweep / "best" / "model" / "config.json").is_file()
+    assert (sweep / "best" / "train_result.json").is_file()
+
+
+_DRIVER = """
+import sys, ray
+from raylm.config import load_config
+from raylm.tune.search import run_sweep
+ray.init(address="local", num_cpus=4, include_dashboard=True)
+run_sweep(load_config(sys.argv[1]))
+"""
+
+
+def _starts(sweep: Path) -> dict[str, int]:
+    logs = (sweep / "trials").glob("*/starts.log")
+    return {p.parent.name: len(p.read_text().splitlines()) for p in logs}
+
+
+def test_killed_sweep_resumes_without_rerunning_completed_trials(prepared):
+    import yaml
+
+    from raylm.tune.search import run_sweep
+
+    tune = {
+        "space": {"train.lr": {"grid": [1e-3, 2e-3, 3e-3]}},
+        "num_samples": 1,
+        "search": "grid",
+        "scheduler": "none",
+        "max_concurrent_trials": 1,
+    }
+    data = _cfg(prepared, "resume", tune, epochs=1)
+    path = prepared / "resume.yaml"
+    path.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+    sweep = prepared / "sweeps" / "resume"
+    env = {**os.environ, "TUNE_GLOBAL_CHECKPOINT_S": "1", "RAY_ADDRESS": ""}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _DRIVER, str(path)], env=env, start_new_session=True
+    )
+    try:
+        deadline = time.time() + 600
+        while len(_starts(sweep)) < 2:  # one trial at a time: the 2nd starts once the 1st is done
+            assert proc.poll() is None, "sweep driver exited before the kill"
+            assert time.time() < deadline, "first trial did not finish in time"
+            time.sleep(1)
+        time.sleep(3)  # let Tune save its experiment state (every 1 s here)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    before = _starts(sweep)
+    assert len(before) == 2
+
+    result = run_sweep(load_config(path), resume=True)
+    after = _starts(sweep)
+    assert len(result.rows) == 3 and all(r["status"] == "ok" for r in result.rows)
+    assert len(after) == 3
+    first_done = sorted(
+        before, key=lambda n: (sweep / "trials" / n / "starts.log").stat().st_mtime
+    )[0]
+    assert after[first_done] == 1  # the completed trial was not run again
+    assert sorted(float(r["train.lr"]) for r in result.rows) == [1e-3, 2e-3, 3e-3]
