@@ -39,6 +39,8 @@ def config(tmp_path, **data):
     data.setdefault("tokenizer", {"vocab_size": 100, "min_frequency": 1})
     data.setdefault("split", {"validation": 0.2, "test": 0.2})
     task = "classification" if data.get("label_column", "label") else "causal_lm"
+    if task == "causal_lm":  # GPT-style tasks need a tokenizer with an EOS token
+        data["tokenizer"] = {"kind": "bytelevel_bpe", **data["tokenizer"]}
     return config_from_dict(
         {"data": data, "model": {"task": task}, "run": {"output_dir": str(tmp_path)}}
     )
