@@ -8,9 +8,7 @@ after its first trial completed, then resumed: the completed trial is not rerun,
 from __future__ import annotations
 
 import csv
-import json
 import os
-import random
 import signal
 import subprocess
 import sys
@@ -18,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+from test_train import _corpus  # same folder: pytest's rootdir import
 
 from raylm import stages
 from raylm.config import config_from_dict, load_config
@@ -32,22 +31,6 @@ pytestmark = [
         reason="unverified slow test; set RAYLM_SLOW_TESTS=1",
     ),
 ]
-
-POS = ["很好", "喜欢", "满意", "推荐", "不错", "精彩", "值得", "开心"]
-NEG = ["很差", "失望", "讨厌", "后悔", "糟糕", "难看", "垃圾", "生气"]
-FILL = list("这本书我们的是了在有和就都而及与着或一个没有看过买来说东西质量")
-
-
-def _corpus(path: Path, n: int = 400, seed: int = 0) -> Path:
-    rng = random.Random(seed)
-    with path.open("w", encoding="utf-8") as f:
-        for i in range(n):
-            label = rng.choice(["pos", "neg"])
-            words = rng.sample(POS if label == "pos" else NEG, 2)
-            filler = "".join(rng.choices(FILL, k=rng.randint(6, 20)))
-            text = f"{filler[:5]}{words[0]}{filler[5:]}{words[1]}{i}"
-            f.write(json.dumps({"text": text, "label": label}, ensure_ascii=False) + "\n")
-    return path
 
 
 def _cfg(tmp: Path, name: str, tune: dict, epochs: int = 2) -> dict:
@@ -83,7 +66,7 @@ def _cfg(tmp: Path, name: str, tune: dict, epochs: int = 2) -> dict:
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory, ray_session):
     tmp = tmp_path_factory.mktemp("tune")
-    _corpus(tmp / "corpus.jsonl")
+    _corpus(tmp / "corpus.jsonl", n=400)
     stats = stages.preprocess(config_from_dict(_cfg(tmp, "prep", tune=None)))
     assert stats["splits"]["train"] > 200
     return tmp
