@@ -3,7 +3,7 @@ Ray Data input (the trainer's real path) vs in-memory tensors.
 
     python -m benchmarks.ingest --quick     # a couple of minutes on 2 cores
 
-Streaming: text rows -> `encode_classification` (tokenizer actor pool) -> the worker's
+Streaming: text rows -> `encode_classification` (tokenizer tasks) -> the worker's
 `get_dataset_shard("train")` -> raylm's own `_batches` (`iter_torch_batches` + its collate,
 local shuffle buffer as the example config). In-memory: the same model on pre-collated tensors.
 Both run raylm's step (1 worker, ZeRO-2). Wait = time from the end of one step to the arrival of

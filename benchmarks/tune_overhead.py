@@ -15,33 +15,15 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import math
-import random
 import tempfile
 import time
 from pathlib import Path
 
 from benchmarks.harness import Case, compare, write_results
+from raylm.data.synthetic import write_sentiment_corpus
 
-POS = ["很好", "喜欢", "满意", "推荐", "不错", "精彩", "值得", "开心"]
-NEG = ["很差", "失望", "讨厌", "后悔", "糟糕", "难看", "垃圾", "生气"]
-FILL = list("这本书我们的是了在有和就都而及与着或一个没有看过买来说东西质量")
 _ids = itertools.count()
-
-
-def _corpus(path: Path, n: int) -> None:
-    rng = random.Random(0)
-    with path.open("w", encoding="utf-8") as f:
-        for i in range(n):
-            label = rng.choice(["pos", "neg"])
-            words = rng.sample(POS if label == "pos" else NEG, 2)
-            filler = "".join(rng.choices(FILL, k=rng.randint(6, 20)))
-            # Noisy labels (15%) so learning rates differ in outcome, not only in speed.
-            if rng.random() < 0.15:
-                label = "neg" if label == "pos" else "pos"
-            text = f"{filler[:5]}{words[0]}{filler[5:]}{words[1]}{i}"
-            f.write(json.dumps({"text": text, "label": label}, ensure_ascii=False) + "\n")
 
 
 def _cfg(tmp: Path, tune: dict, epochs: int) -> dict:
@@ -101,7 +83,8 @@ def main() -> None:
 
     ray.init(num_cpus=2 * slots, include_dashboard=True)
     tmp = Path(tempfile.mkdtemp(prefix="raylm_tune_bench_"))
-    _corpus(tmp / "corpus.jsonl", rows)
+    # Noisy labels (15%) so learning rates differ in outcome, not only in speed.
+    write_sentiment_corpus(tmp / "corpus.jsonl", rows, noise=0.15)
     stages.preprocess(config_from_dict(_cfg(tmp, None, epochs)))
 
     fixed = {"space": {"train.seed": {"choice": [1, 2, 3]}}, "scheduler": "none"}

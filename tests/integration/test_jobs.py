@@ -34,7 +34,8 @@ from pathlib import Path
 
 import pytest
 from test_autoscale import _free_port, _kill_group  # same folder: pytest's rootdir import
-from test_train import _corpus
+
+from raylm.data.synthetic import write_sentiment_corpus
 
 pytestmark = [
     pytest.mark.integration,
@@ -137,7 +138,7 @@ def workdir(tmp_path_factory):
     loop = wd / "lib" / "raylm" / "train" / "loop.py"
     loop.write_text(loop.read_text() + PROBE)
     (wd / "data").mkdir()
-    _corpus(wd / "data" / "corpus.jsonl", n=300)
+    write_sentiment_corpus(wd / "data" / "corpus.jsonl", n=300)
     (wd / "examples").mkdir()
     (wd / "examples" / "tiny.yaml").write_text(CONFIG.format(storage=storage))
     for decoy in DECOYS:  # what a real checkout holds and an upload must leave behind

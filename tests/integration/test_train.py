@@ -8,7 +8,6 @@ from step k with its optimizer state (its next losses match an uninterrupted run
 from __future__ import annotations
 
 import json
-import random
 from pathlib import Path
 
 import pytest
@@ -17,24 +16,13 @@ from safetensors.torch import load_file
 
 from raylm import stages
 from raylm.config import config_from_dict
+from raylm.data.synthetic import write_sentiment_corpus
 
 pytestmark = pytest.mark.integration
 
-POS = ["很好", "喜欢", "满意", "推荐", "不错", "精彩", "值得", "开心"]
-NEG = ["很差", "失望", "讨厌", "后悔", "糟糕", "难看", "垃圾", "生气"]
-FILL = list("这本书我们的是了在有和就都而及与着或一个没有看过买来说东西质量")
-
 
 def _corpus(path: Path, n: int = 600, seed: int = 0) -> Path:
-    rng = random.Random(seed)
-    with path.open("w", encoding="utf-8") as f:
-        for i in range(n):
-            label = rng.choice(["pos", "neg"])
-            words = rng.sample(POS if label == "pos" else NEG, 2)
-            filler = "".join(rng.choices(FILL, k=rng.randint(6, 20)))
-            text = f"{filler[:5]}{words[0]}{filler[5:]}{words[1]}{i}"
-            f.write(json.dumps({"text": text, "label": label}, ensure_ascii=False) + "\n")
-    return path
+    return write_sentiment_corpus(path, n=n, seed=seed)
 
 
 def _cfg(tmp: Path, name: str, **train) -> dict:
@@ -107,6 +95,24 @@ def test_two_workers_zero2_loss_falls_and_params_change(prepared):
     ).state_dict()
     changed = [k for k, v in trained.items() if k in init and not torch.allclose(v, init[k])]
     assert len(changed) > 0.8 * len(trained)
+
+    # The exported model, loaded with plain transformers one text at a time (no padding), agrees
+    # with the platform's batched Ray Data evaluation on every test text.
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    stages.export(cfg)
+    metrics = stages.evaluate_classification(cfg)
+    run_dir = stages.run_dir_of(cfg)
+    rows = [json.loads(ln) for ln in (run_dir / "test_predictions.jsonl").open(encoding="utf-8")]
+    assert len(rows) >= 40 and metrics["test"]["accuracy"] > 0.65
+    tok = AutoTokenizer.from_pretrained(run_dir / "model")
+    model = AutoModelForSequenceClassification.from_pretrained(run_dir / "model").eval()
+    with torch.no_grad():
+        for row in rows[:100]:
+            enc = tok(row["text"], truncation=True, max_length=32, return_tensors="pt")
+            probs = model(**enc).logits.softmax(-1)[0]
+            assert int(probs.argmax()) == row["pred"], row
+            assert float(probs.max()) == pytest.approx(row["prob"], abs=1e-4), row
 
 
 @pytest.mark.parametrize("stage, workers", [(0, 1), (1, 2), (3, 2)])

@@ -16,21 +16,12 @@ import time
 from pathlib import Path
 
 import pytest
-from test_train import _corpus  # same folder: pytest's rootdir import
 
 from raylm import stages
 from raylm.config import config_from_dict, load_config
+from raylm.data.synthetic import write_sentiment_corpus
 
 pytestmark = pytest.mark.integration
-
-# Not yet seen passing on a quiet machine: run with RAYLM_SLOW_TESTS=1 until CI enables them.
-pytestmark = [
-    pytestmark,
-    pytest.mark.skipif(
-        not os.environ.get("RAYLM_SLOW_TESTS"),
-        reason="unverified slow test; set RAYLM_SLOW_TESTS=1",
-    ),
-]
 
 
 def _cfg(tmp: Path, name: str, tune: dict, epochs: int = 2) -> dict:
@@ -66,7 +57,7 @@ def _cfg(tmp: Path, name: str, tune: dict, epochs: int = 2) -> dict:
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory, ray_session):
     tmp = tmp_path_factory.mktemp("tune")
-    _corpus(tmp / "corpus.jsonl", n=400)
+    write_sentiment_corpus(tmp / "corpus.jsonl", n=400)
     stats = stages.preprocess(config_from_dict(_cfg(tmp, "prep", tune=None)))
     assert stats["splits"]["train"] > 200
     return tmp

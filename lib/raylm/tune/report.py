@@ -23,6 +23,24 @@ def _finite(v: Any) -> bool:
     return isinstance(v, int | float) and math.isfinite(v)
 
 
+def _exists(uri: str) -> bool:
+    import pyarrow.fs
+
+    fs, path = pyarrow.fs.FileSystem.from_uri(uri if "://" in uri else Path(uri).resolve().as_uri())
+    return fs.get_file_info(f"{path}/state.json").type != pyarrow.fs.FileType.NotFound
+
+
+def _kept_checkpoint(scored: list[dict], metric: str, best: float) -> str | None:
+    """The trial's checkpoint that scored `best` and still exists, the latest of a tie.
+
+    Ray Train keeps `keep_checkpoints` checkpoints by score; of equal scores it may keep a later
+    one than the first report that reached the best value, so the first is not always there.
+    """
+    paths = [r.get("checkpoint_path") for r in scored if r[metric] == best]
+    kept = [p for p in reversed(paths) if p and _exists(p)]
+    return kept[0] if kept else None
+
+
 def _row(result: Any, settings: TuneSettings, epochs: int) -> tuple[dict, list[tuple]]:
     df = result.metrics_dataframe
     recs = [] if df is None else df.to_dict("records")
@@ -30,6 +48,7 @@ def _row(result: Any, settings: TuneSettings, epochs: int) -> tuple[dict, list[t
     scored = [r for r in recs if _finite(r.get(metric))]
     pick = max if settings.mode == "max" else min
     top = pick(scored, key=lambda r: r[metric]) if scored else None
+    ckpt = _kept_checkpoint(scored, metric, top[metric]) if top else None
     last = recs[-1] if recs else {}
     epochs_run = max((r.get("epoch") or 0 for r in recs), default=0)
     trial_id = (result.metrics or {}).get("trial_id") or Path(result.path).name
@@ -42,7 +61,7 @@ def _row(result: Any, settings: TuneSettings, epochs: int) -> tuple[dict, list[t
         "stopped_early": bool(result.error is None and recs and epochs_run < epochs),
         "wall_s": round(float(last.get("time_total_s") or 0.0), 1),
         "status": "error" if result.error else "ok",
-        "best_checkpoint": top.get("checkpoint_path") if top else None,
+        "best_checkpoint": ckpt,
     }
     curve = [(float(r["epoch"]), float(r[metric])) for r in scored if r.get("epoch") is not None]
     return row, curve
@@ -99,6 +118,10 @@ def export_best(rows, settings: TuneSettings, base, orig, sweep_dir: Path, data_
     from raylm.train.checkpoint import export_model, read_state
 
     best = best_row(rows, settings)
+    if not best["best_checkpoint"]:
+        raise RuntimeError(
+            f"trial {best['trial_id']} scored best but none of its checkpoints is left to export"
+        )
     sample = {f: best[f] for f in settings.space}
     recipe = apply_sample(orig, sample)
     recipe["run"]["name"] = f"{sweep_dir.name}_best"

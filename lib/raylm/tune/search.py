@@ -91,10 +91,14 @@ def _preprocess_once(cfg: Config, data_dir: Path) -> None:
     stages.preprocess(prep)
 
 
-def _base_for_trials(cfg: Config, sweep_dir: Path, data_dir: Path) -> dict[str, Any]:
+def _base_for_trials(
+    cfg: Config, settings: TuneSettings, sweep_dir: Path, data_dir: Path
+) -> dict[str, Any]:
     base = cfg.model_dump(mode="json")
     base["run"]["data_dir"] = str(data_dir)
     base["run"]["output_dir"] = str(sweep_dir / "trials")
+    # Trials keep their best checkpoints by the sweep's metric, so the winner's is among them.
+    base["train"].update(best_metric=settings.metric, best_mode=settings.mode)
     if cfg.run.storage_path is None:  # trials' Train storage beside the sweep's Tune storage
         base["run"]["storage_path"] = str(sweep_dir / "ray" / "train")
     return base
@@ -114,12 +118,29 @@ def _scheduler(settings: TuneSettings, epochs: int):
     )
 
 
-def _search_alg(settings: TuneSettings):
-    if settings.search != "optuna":
-        return None  # random and grid: Tune's BasicVariantGenerator
-    from ray.tune.search.optuna import OptunaSearch
+def _search_alg(cfg: Config, settings: TuneSettings):
+    from raylm.tune.space import default_point
 
-    return OptunaSearch()
+    points = None
+    if settings.include_default and settings.search != "grid":
+        points = [default_point(cfg, settings)]
+        _say(f"trial 1 runs the config's defaults: {points[0]}")
+    if settings.search == "optuna":
+        from ray.tune.search.optuna import OptunaSearch
+
+        from raylm.tune.space import in_space
+
+        if points and (outside := in_space(points[0], settings)):  # Optuna refuses such points
+            _say(f"optuna: the defaults lie outside the space ({', '.join(outside)}); not run")
+            points = None
+
+        return OptunaSearch(points_to_evaluate=points)
+    from ray.tune.search.basic_variant import BasicVariantGenerator
+
+    # Tune ignores TuneConfig.max_concurrent_trials for a generator passed in: give it here.
+    return BasicVariantGenerator(  # random and grid
+        points_to_evaluate=points, max_concurrent=settings.max_concurrent_trials or 0
+    )
 
 
 def _tune_storage(cfg: Config, sweep_dir: Path) -> str:
@@ -150,7 +171,7 @@ def _tuner(cfg: Config, settings: TuneSettings, sweep: str, sweep_dir: Path, bas
             mode=settings.mode,
             num_samples=settings.num_samples,
             scheduler=_scheduler(settings, cfg.train.epochs),
-            search_alg=_search_alg(settings),
+            search_alg=_search_alg(cfg, settings),
             max_concurrent_trials=settings.max_concurrent_trials,
         ),
         run_config=tune.RunConfig(name=sweep, storage_path=storage),
@@ -169,7 +190,7 @@ def run_sweep(cfg: Config, resume: bool = False) -> SweepResult:
     data_dir = cfg.run.data_path.resolve() if cfg.run.data_dir else sweep_dir / "data"
     ensure_ray(cfg.run)
     _preprocess_once(cfg, data_dir)
-    base = _base_for_trials(cfg, sweep_dir, data_dir)
+    base = _base_for_trials(cfg, settings, sweep_dir, data_dir)
     t0 = time.perf_counter()
     grid = _tuner(cfg, settings, sweep, sweep_dir, base, resume).fit()
     _say(f"{len(grid)} trial(s) in {time.perf_counter() - t0:.0f}s")

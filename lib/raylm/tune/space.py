@@ -45,6 +45,11 @@ class TuneSettings(_Strict):
     scheduler: Literal["asha", "none"] = Field("asha", description="Early stopping scheduler.")
     asha: AshaSettings = Field(default_factory=AshaSettings)
     max_concurrent_trials: int | None = Field(None, ge=1, description="Trials run at once.")
+    include_default: bool = Field(
+        True,
+        description="First trial runs the config's own values of the searched fields (random and "
+        "optuna search; counts toward num_samples), the reference the winner is compared with.",
+    )
     resources_per_trial: dict[str, float] = Field(
         default_factory=lambda: {"CPU": 0.01},
         description="The trial driver's own share; its TorchTrainer workers reserve their own.",
@@ -186,3 +191,39 @@ def to_param_space(settings: TuneSettings) -> dict[str, Any]:
         else:
             space[field] = tune.grid_search(list(v))
     return space
+
+
+_PRESET_FIELDS = {"model.num_layers": "layers", "model.hidden_size": "hidden"}
+
+
+def default_point(cfg: Config, settings: TuneSettings) -> dict[str, Any]:
+    """The config's own values of the searched fields (model sizes resolved from the preset)."""
+    from raylm.models.build import resolved_preset
+
+    base = cfg.model_dump(mode="json")
+    point: dict[str, Any] = {}
+    for field in settings.space:
+        node: Any = base
+        for part in field.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        if node is None and field in _PRESET_FIELDS:
+            node = getattr(resolved_preset(cfg.model), _PRESET_FIELDS[field])
+        if node is None and field == "model.num_heads":
+            node = resolved_preset(cfg.model).heads
+        point[field] = node
+    return point
+
+
+def in_space(point: dict[str, Any], settings: TuneSettings) -> list[str]:
+    """The fields whose value in `point` lies outside the searched space (empty: all inside)."""
+    outside = []
+    for field, spec in settings.space.items():
+        kind, values = next(iter(spec.items()))
+        v = point.get(field)
+        if kind in ("choice", "grid"):
+            ok = v in values
+        else:
+            ok = isinstance(v, int | float) and values[0] <= v <= values[1]
+        if not ok:
+            outside.append(f"{field}={v!r}")
+    return outside

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from raylm.config import ConfigError, config_from_dict, load_config
-from raylm.tune.space import apply_sample, load_settings, to_param_space
+from raylm.tune.space import apply_sample, default_point, in_space, load_settings, to_param_space
 
 
 def _cfg(space: dict, **tune) -> object:
@@ -118,3 +118,37 @@ def test_example_recipe_has_a_valid_space():
     assert s.num_samples >= 8 and s.scheduler == "asha"
     assert s.asha.max_t == cfg.train.epochs
     assert {"train.lr", "train.batch_size", "model.num_layers", "model.hidden_size"} <= set(s.space)
+
+
+def test_default_point_reads_the_config_and_resolves_preset_sizes():
+    s = load_settings(
+        _cfg(
+            {
+                "train.lr": {"loguniform": [1e-4, 1e-2]},
+                "model.num_layers": {"choice": [1, 2]},
+                "model.hidden_size": {"choice": [32, 64]},
+                "model.num_heads": {"choice": [2, 4]},
+            }
+        )
+    )
+    cfg = _cfg(s.space)
+    point = default_point(cfg, s)
+    # lr: the train section's default; layers and hidden: the tiny preset's; heads: the config's.
+    assert point == {
+        "train.lr": cfg.train.lr,
+        "model.num_layers": 2,
+        "model.hidden_size": 128,
+        "model.num_heads": 2,
+    }
+    assert in_space(point, s) == ["model.hidden_size=128"]
+    assert s.include_default is True
+
+
+def test_search_alg_keeps_the_concurrency_limit_and_the_default_trial():
+    from raylm.tune.search import _search_alg
+
+    cfg = _cfg({"train.lr": {"loguniform": [1e-4, 1e-2]}}, max_concurrent_trials=1)
+    alg = _search_alg(cfg, load_settings(cfg))
+    # Tune drops TuneConfig.max_concurrent_trials when a generator is passed in.
+    assert alg.max_concurrent == 1
+    assert alg._points_to_evaluate == [{"train.lr": cfg.train.lr}]

@@ -1,0 +1,33 @@
+"""A generated two-class sentiment corpus for tests, benchmarks and smoke runs.
+
+Each text hides two cue words of its class (好/差 families) in random filler characters and ends
+with its row number, so every row is unique (exact dedup keeps them all) and a tiny model can
+learn the task in a few hundred steps. `noise` flips that share of labels, so that settings which
+differ in quality (not only in speed) give different validation scores.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+POS = ["很好", "喜欢", "满意", "推荐", "不错", "精彩", "值得", "开心"]
+NEG = ["很差", "失望", "讨厌", "后悔", "糟糕", "难看", "垃圾", "生气"]
+FILL = list("这本书我们的是了在有和就都而及与着或一个没有看过买来说东西质量")
+
+
+def write_sentiment_corpus(path: Path, n: int = 600, seed: int = 0, noise: float = 0.0) -> Path:
+    """Write n JSONL rows {"text", "label"} (labels "pos"/"neg") to path; return path."""
+    rng = random.Random(seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8") as f:
+        for i in range(n):
+            label = rng.choice(["pos", "neg"])
+            words = rng.sample(POS if label == "pos" else NEG, 2)
+            filler = "".join(rng.choices(FILL, k=rng.randint(6, 20)))
+            if noise and rng.random() < noise:
+                label = "neg" if label == "pos" else "pos"
+            text = f"{filler[:5]}{words[0]}{filler[5:]}{words[1]}{i}"
+            f.write(json.dumps({"text": text, "label": label}, ensure_ascii=False) + "\n")
+    return path
