@@ -102,7 +102,8 @@ def main() -> None:
     write_results("tune_overhead", overhead, notes={"trials": n, "slots": slots, "epochs": 1})
 
     space = {"train.lr": {"loguniform": [1e-4, 5e-3]}, "model.num_layers": {"choice": [1, 2]}}
-    base = {"space": space, "num_samples": n, "max_concurrent_trials": slots}
+    # One seed: both sweeps sample the same trial configs; only the scheduler differs.
+    base = {"space": space, "num_samples": n, "max_concurrent_trials": slots, "seed": 7}
 
     def asha() -> dict[str, float]:
         r = _sweep(tmp, {**base, "scheduler": "asha", "asha": {"grace_period": 1}}, epochs)

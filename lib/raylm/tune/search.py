@@ -134,12 +134,14 @@ def _search_alg(cfg: Config, settings: TuneSettings):
             _say(f"optuna: the defaults lie outside the space ({', '.join(outside)}); not run")
             points = None
 
-        return OptunaSearch(points_to_evaluate=points)
+        return OptunaSearch(points_to_evaluate=points, seed=settings.seed)
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
     # Tune ignores TuneConfig.max_concurrent_trials for a generator passed in: give it here.
     return BasicVariantGenerator(  # random and grid
-        points_to_evaluate=points, max_concurrent=settings.max_concurrent_trials or 0
+        points_to_evaluate=points,
+        max_concurrent=settings.max_concurrent_trials or 0,
+        random_state=settings.seed,
     )
 
 

@@ -45,6 +45,9 @@ class TuneSettings(_Strict):
     scheduler: Literal["asha", "none"] = Field("asha", description="Early stopping scheduler.")
     asha: AshaSettings = Field(default_factory=AshaSettings)
     max_concurrent_trials: int | None = Field(None, ge=1, description="Trials run at once.")
+    seed: int | None = Field(
+        None, description="Seed of the sampler: the same seed samples the same trial configs."
+    )
     include_default: bool = Field(
         True,
         description="First trial runs the config's own values of the searched fields (random and "
