@@ -155,6 +155,14 @@ class TrainConfig(_Strict):
     num_workers: int = Field(1, ge=1, description="Ray Train workers (one process each).")
     use_gpu: bool = Field(False, description="One GPU per worker.")
     cpus_per_worker: float = Field(1, gt=0, description="CPUs reserved per worker.")
+    resources_per_worker: dict[str, float] = Field(
+        default_factory=dict,
+        description="Further Ray resources per worker, e.g. {'accelerator_type:H100': 0.001} or a "
+        "node type's custom resource (CPU and GPU: use cpus_per_worker and use_gpu).",
+    )
+    placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = Field(
+        "PACK", description="How the workers' placement group spreads over nodes."
+    )
     epochs: int = Field(2, ge=1, description="Passes over the training split.")
     max_steps: int | None = Field(
         None, ge=1, description="Stop after this many optimizer steps (schedule still uses epochs)."
@@ -195,6 +203,11 @@ class TrainConfig(_Strict):
             raise ValueError("offload_params needs zero_stage 3")
         if self.offload_optimizer and self.zero_stage == 0:
             raise ValueError("offload_optimizer needs zero_stage >= 1")
+        for key in self.resources_per_worker:
+            if key.upper() in ("CPU", "GPU"):
+                raise ValueError(
+                    f"resources_per_worker: '{key}' is set by cpus_per_worker / use_gpu"
+                )
         if self.precision == "fp16" and not self.use_gpu:
             raise ValueError("fp16 needs use_gpu: true (use bf16 or fp32 on CPU)")
         return self

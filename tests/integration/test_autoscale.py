@@ -1,12 +1,13 @@
 """Autoscaling on one machine: work that needs more nodes than exist adds them; idle ones go.
 
-    pytest tests/integration/test_autoscale.py            # about a minute on 2 cores
+    pytest tests/integration/test_autoscale.py            # 2-3 minutes on 2 cores
 
 A private Ray cluster with Ray's fake multi-node provider (worker "nodes" are extra raylets on this
-machine): head with 0 CPUs like cluster.yaml's, one worker type with a custom `accel` resource,
-min 0 / max 2, a 6 s idle timeout. A driver asks for a STRICT_SPREAD placement group of two
-`accel` bundles (the shape a 2-worker TorchTrainer asks for), so the autoscaler must add two
-nodes; then it lets go and the nodes must disappear.
+machine): head with 0 CPUs like cluster.yaml's, one worker type with 2 CPUs and a custom `accel`
+resource (a stand-in for a GPU type), min 0 / max 2, a 6 s idle timeout. The driver runs raylm's
+preprocess and a 2-worker TorchTrainer + DeepSpeed run whose workers each ask for `accel`
+(`train.resources_per_worker`) strictly spread (`train.placement_strategy`), so the autoscaler
+must add two nodes; the run trains to a checkpoint, then the idle nodes must disappear.
 
 Why not `ray.cluster_utils.AutoscalingCluster`: its start() and shutdown() run `ray stop --force`,
 which kills every Ray process on the machine (a session `ray.init` fixture's, other people's), it
@@ -37,47 +38,70 @@ import pytest
 
 pytestmark = [
     pytest.mark.integration,
-    pytest.mark.timeout(240),
+    pytest.mark.timeout(600),
     pytest.mark.skipif(sys.platform != "linux", reason="teardown finds processes through /proc"),
 ]
 
 IDLE_TIMEOUT_MINUTES = 0.1
+# The driver: raylm's own preprocess + TorchTrainer run on the fake cluster. Its 2 workers each
+# ask for the worker type's `accel` resource, strictly spread, so two nodes must appear.
 DRIVER = textwrap.dedent(
     """
-    import json, sys, time
+    import json, sys, threading, time
     import ray
-    from ray.util.placement_group import placement_group, remove_placement_group
-    from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+    from raylm import stages
+    from raylm.config import load_config
 
     ray.init(address=sys.argv[1], log_to_driver=False)
-    head = ray.get_runtime_context().get_node_id()
     alive = lambda: sorted(n["NodeID"] for n in ray.nodes() if n["Alive"])
-    out = {"nodes_before": len(alive())}
+    out = {"nodes_before": len(alive()), "peak_nodes": 0}
+    stop = threading.Event()
 
-    @ray.remote(num_cpus=1, resources={"accel": 1})
-    def where():
-        time.sleep(1)
-        return ray.get_runtime_context().get_node_id()
+    def watch():
+        while not stop.is_set():
+            out["peak_nodes"] = max(out["peak_nodes"], len(alive()))
+            time.sleep(0.5)
 
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    cfg = load_config(sys.argv[2])
     t0 = time.time()
-    pg = placement_group([{"CPU": 1, "accel": 1}] * 2, strategy="STRICT_SPREAD")
-    ray.get(pg.ready(), timeout=150)
-    out["scale_up_s"] = round(time.time() - t0, 1)
-    out["peak_nodes"] = len(alive())
-    strategy = lambda i: PlacementGroupSchedulingStrategy(pg, placement_group_bundle_index=i)
-    used = ray.get([where.options(scheduling_strategy=strategy(i)).remote() for i in range(2)])
-    out["distinct_task_nodes"] = len(set(used))
-    out["task_on_head"] = head in used
-    remove_placement_group(pg)
+    stages.preprocess(cfg)
+    summary = stages.train(cfg)
+    out["train_s"] = round(time.time() - t0, 1)
+    out["steps"] = max(r["step"] for r in summary["history"])
+    out["checkpoint"] = summary["best_checkpoint"]
+    stop.set()
+    watcher.join()
 
     t1 = time.time()
-    while len(alive()) > 1 and time.time() - t1 < 90:
+    while len(alive()) > 1 and time.time() - t1 < 120:
         time.sleep(1)
     out["scale_down_s"] = round(time.time() - t1, 1)
     out["nodes_after"] = len(alive())
     print("RESULT " + json.dumps(out), flush=True)
     """
 )
+CONFIG = """\
+data:
+  source: jsonl
+  paths: [{tmp}/corpus.jsonl]
+  labels: [neg, pos]
+  max_length: 32
+  tokenizer: {{vocab_size: 300, min_frequency: 1}}
+model: {{task: classification, preset: tiny, hidden_size: 32, num_heads: 2}}
+train:
+  num_workers: 2
+  resources_per_worker: {{accel: 1}}   # only the accel-worker nodes have it
+  placement_strategy: STRICT_SPREAD   # one worker per node
+  epochs: 1
+  max_steps: 6
+  batch_size: 16
+  log_every: 2
+  warmup_ratio: 0.0
+  shuffle_buffer: 64
+run: {{name: autoscale, output_dir: {tmp}/runs, baseline: false}}
+"""
 
 
 def _free_port() -> int:
@@ -111,7 +135,8 @@ def _cluster_config(gcs_address: str) -> dict:
         "available_node_types": {
             "ray.head.default": {"resources": {"CPU": 0}, "node_config": {}, "max_workers": 0},
             "accel-worker": {
-                "resources": {"CPU": 1, "accel": 1},
+                # 2 CPUs: one for the Train worker, one for the Ray Data tasks that feed it.
+                "resources": {"CPU": 2, "accel": 1},
                 "node_config": {},
                 "min_workers": 0,
                 "max_workers": 2,
@@ -215,16 +240,21 @@ def _autoscaler_log(temp_dir: str, lines: int = 60) -> str:
     return "\n--- autoscaler (monitor.log) ---\n" + "\n".join(text[-lines:])
 
 
-def test_workload_scales_workers_up_then_idle_nodes_go(fake_cluster):
+def test_training_job_scales_workers_up_then_idle_nodes_go(fake_cluster, tmp_path):
+    from raylm.data.synthetic import write_sentiment_corpus
+
+    write_sentiment_corpus(tmp_path / "corpus.jsonl", n=300)
+    config = tmp_path / "autoscale.yaml"
+    config.write_text(CONFIG.format(tmp=tmp_path))
     # ray.init with an explicit address never turns token auth on by itself: say so.
     env = dict(os.environ, RAY_ADDRESS=fake_cluster["address"], RAY_AUTH_MODE="token")
     t0 = time.time()
     run = subprocess.run(
-        [sys.executable, "-c", DRIVER, fake_cluster["address"]],
+        [sys.executable, "-c", DRIVER, fake_cluster["address"], str(config)],
         env=env,
         capture_output=True,
         text=True,
-        timeout=210,
+        timeout=420,
     )
     lines = [ln for ln in run.stdout.splitlines() if ln.startswith("RESULT ")]
     log = _autoscaler_log(fake_cluster["temp_dir"])
@@ -233,9 +263,7 @@ def test_workload_scales_workers_up_then_idle_nodes_go(fake_cluster):
     print(f"autoscale: {result}, driver wall {time.time() - t0:.0f}s")
 
     assert result["nodes_before"] == 1, log  # just the head: min_workers is 0
-    assert result["peak_nodes"] == 3, log  # the autoscaler added two workers
-    assert result["distinct_task_nodes"] == 2  # STRICT_SPREAD across both new nodes
-    assert not result["task_on_head"]  # the 0-CPU head took no work
+    assert result["peak_nodes"] == 3, log  # the autoscaler added two workers (the max)
+    assert result["steps"] == 6  # the 2-worker run trained on them (the 0-CPU head cannot)
+    assert (Path(result["checkpoint"]) / "hf" / "model.safetensors").is_file()
     assert result["nodes_after"] == 1, f"idle workers still up after {result['scale_down_s']}s{log}"
-    # Removed by the idle timeout, not at once (the driver allows 90 s before giving up).
-    assert result["scale_down_s"] >= IDLE_TIMEOUT_MINUTES * 60 * 0.5

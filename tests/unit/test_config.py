@@ -54,6 +54,15 @@ def test_cross_field_checks(tmp_path):
         load_config(ROOT / "examples/sentiment_zh.yaml", ["train.offload_params=true"])
     with pytest.raises(ConfigError, match="needs at least one entry in `paths`"):
         load_config(ROOT / "examples/sentiment_zh.yaml", ["data.source=jsonl"])
+    with pytest.raises(ConfigError, match="resources_per_worker: 'GPU' is set by"):
+        load_config(ROOT / "examples/sentiment_zh.yaml", ["train.resources_per_worker={GPU: 1}"])
+    with pytest.raises(ConfigError, match="train.placement_strategy"):
+        load_config(ROOT / "examples/sentiment_zh.yaml", ["train.placement_strategy=ANYWHERE"])
+    cfg = load_config(
+        ROOT / "examples/sentiment_zh.yaml",
+        ["train.resources_per_worker={accelerator_type:H100: 0.001}"],
+    )
+    assert cfg.train.resources_per_worker == {"accelerator_type:H100": 0.001}
 
 
 def test_missing_and_malformed_files(tmp_path):

@@ -114,7 +114,11 @@ def make_trainer(cfg: Config, data_dir: Path, meta: dict[str, Any], callbacks: l
         scaling_config=ray.train.ScalingConfig(
             num_workers=cfg.train.num_workers,
             use_gpu=cfg.train.use_gpu,
-            resources_per_worker={"CPU": cfg.train.cpus_per_worker},
+            resources_per_worker={
+                "CPU": cfg.train.cpus_per_worker,
+                **cfg.train.resources_per_worker,
+            },
+            placement_strategy=cfg.train.placement_strategy,
         ),
         run_config=ray.train.RunConfig(
             name=cfg.run.name,
