@@ -193,6 +193,11 @@ class TrainConfig(_Strict):
     )
     seed: int = Field(42, description="Seed for init, shuffling and dropout.")
     shuffle_buffer: int = Field(2048, ge=0, description="Local shuffle buffer rows (0: off).")
+    cache_data: bool | None = Field(
+        None,
+        description="Encode the train/validation splits once into Ray's object store instead of "
+        "streaming them from files every epoch (default: when a split's files are under 256 MB).",
+    )
     peak_flops: float | None = Field(
         None, gt=0, description="Device peak FLOP/s for MFU (default: table or measured)."
     )
