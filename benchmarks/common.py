@@ -109,7 +109,14 @@ def start_ray(num_cpus: int = 4) -> None:
                 raise
 
 
-def fit(worker, loop_config: dict, workers: int, datasets: dict | None = None, **kw) -> dict:
+def fit(
+    worker,
+    loop_config: dict,
+    workers: int,
+    datasets: dict | None = None,
+    use_gpu: bool = False,
+    **kw,
+) -> dict:
     """One TorchTrainer run of `worker`; returns the last reported metrics + wall seconds."""
     import tempfile
 
@@ -122,7 +129,7 @@ def fit(worker, loop_config: dict, workers: int, datasets: dict | None = None, *
         worker,
         train_loop_config={**loop_config, "out": str(out / "metrics.json")},
         scaling_config=ray.train.ScalingConfig(
-            num_workers=workers, resources_per_worker={"CPU": 1}
+            num_workers=workers, use_gpu=use_gpu, resources_per_worker={"CPU": 1}
         ),
         run_config=ray.train.RunConfig(storage_path=str(out), name="bench"),
         datasets=datasets,

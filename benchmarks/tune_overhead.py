@@ -39,7 +39,7 @@ def _cfg(tmp: Path, tune: dict, epochs: int) -> dict:
         "train": {
             "num_workers": 1,
             "epochs": epochs,
-            "batch_size": 32,
+            "batch_size": 16,
             "log_every": 50,
             "warmup_ratio": 0.0,
             "keep_checkpoints": 1,
@@ -74,7 +74,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="few trials, one repeat")
     args = ap.parse_args()
-    n, slots, epochs, rows, repeats = (4, 2, 2, 400, 1) if args.quick else (8, 2, 4, 1200, 3)
+    n, slots, epochs, rows, repeats = (6, 2, 3, 800, 1) if args.quick else (8, 2, 4, 1600, 3)
 
     import ray
 
