@@ -23,7 +23,7 @@ demo: setup  ## the sentiment recipe end to end on an embedded local Ray
 
 test: setup  ## lint + the whole test suite
 	$(VENV)/bin/ruff check lib tests benchmarks ray_jobs examples
-	$(PY) -m pytest -q -ra
+	$(PY) -m pytest -q -ra --durations=15
 
 test-unit: setup
 	$(PY) -m pytest -q tests/unit

@@ -9,7 +9,9 @@
    ingress, no model) splits that into the HTTP hop and the model-replica hop.
 2. Throughput at concurrency 16 (one text per request): the same model with `@serve.batch`
    max_batch_size 16 vs 1, interleaved rounds.
-Writes benchmarks/results/serve_latency.{json,md} and serve_batching.{json,md}.
+   Twice: the tiny model on a short text (HTTP-bound on 2 cores) and the small preset (4 x 256)
+   on a 120-character text, where the model is a larger share of each request.
+Writes benchmarks/results/serve_latency, serve_batching and serve_batching_small (.json, .md).
 """
 
 from __future__ import annotations
@@ -29,8 +31,8 @@ TEXT = "这本书的故事很精彩，物流也很快，包装完好，推荐大
 CORPUS = [TEXT, "质量太差了非常失望，不会再买了。", "还行吧一般般", "good book, nice story"] * 8
 
 
-def make_classifier(out: Path) -> Path:
-    """A tiny random-weight BERT classifier in the exported layout (timing needs no training)."""
+def make_classifier(out: Path, preset: str = "tiny") -> Path:
+    """A random-weight BERT classifier in the exported layout (timing needs no training)."""
     import torch
 
     from raylm.config import ModelConfig, TokenizerConfig
@@ -39,7 +41,9 @@ def make_classifier(out: Path) -> Path:
 
     torch.manual_seed(0)
     tok = train_tokenizer(CORPUS, TokenizerConfig(vocab_size=300, min_frequency=1), out)
-    model = build_model(ModelConfig(task="classification"), len(tok), 2, tok.pad_token_id)
+    model = build_model(
+        ModelConfig(task="classification", preset=preset), len(tok), 2, tok.pad_token_id
+    )
     model.save_pretrained(str(out))
     meta = {"task": "classification", "id2label": {"0": "neg", "1": "pos"}, "max_length": 128}
     (out / "raylm.json").write_text(json.dumps(meta), encoding="utf-8")
@@ -100,7 +104,7 @@ def latency_cases(url: str, model_dir: Path, n: int) -> list[Case]:
     ]
 
 
-def throughput_case(url: str, prefix: str, n: int, concurrency: int = 16):
+def throughput_case(url: str, prefix: str, n: int, concurrency: int = 16, text: str = TEXT):
     import httpx
 
     async def run() -> dict[str, float]:
@@ -109,7 +113,7 @@ def throughput_case(url: str, prefix: str, n: int, concurrency: int = 16):
 
             async def worker() -> None:
                 for _ in todo:
-                    resp = await client.post(f"{prefix}/v1/classify", json={"texts": [TEXT]})
+                    resp = await client.post(f"{prefix}/v1/classify", json={"texts": [text]})
                     resp.raise_for_status()
 
             t0 = time.perf_counter()
@@ -135,15 +139,23 @@ def main() -> None:
     ray.init(num_cpus=2, log_to_driver=False)
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = make_classifier(Path(tmp) / "clf")
+        # The batching question also asked where the model, not HTTP, is the cost: the "small"
+        # preset (4 x 256) on 128-token texts.
+        small_dir = make_classifier(Path(tmp) / "clf_small", preset="small")
         base = {"port": 8765, "num_cpus": 0.5, "max_ongoing_requests": 32}
-        for name, size in (("b", 16), ("u", 1)):
+        for name, size, path in (
+            ("b", 16, model_dir),
+            ("u", 1, model_dir),
+            ("bs", 16, small_dir),
+            ("us", 1, small_dir),
+        ):
             cfg = {
                 **base,
                 "app_name": f"bench_{name}",
                 "route_prefix": f"/{name}",
                 "batch": {"max_batch_size": size, "batch_wait_timeout_s": 0.005},
             }
-            deploy({"clf": str(model_dir)}, cfg)
+            deploy({"clf": str(path)}, cfg)
         url = "http://127.0.0.1:8765"
         load0 = os.getloadavg()[0]  # other processes on these cores skew absolute figures
         try:
@@ -160,20 +172,27 @@ def main() -> None:
                     "load average before/after": f"{load0:.1f} / {os.getloadavg()[0]:.1f}",
                 },
             )
-            cases = [
-                Case("unbatched (max_batch_size 1)", throughput_case(url, "/u", n_tput)),
-                Case("batched (max_batch_size 16)", throughput_case(url, "/b", n_tput)),
-            ]
-            table = compare(cases, repeats=repeats, lower_is_better=False)
-            write_results(
-                "serve_batching",
-                table,
-                notes={
-                    "requests per round": n_tput,
-                    "concurrency": 16,
-                    "setup": "1 replica per app (0.5 CPU reserved), 1 text/request",
-                },
-            )
+            long = TEXT * 4  # ~120 characters: 128 tokens after truncation
+            for name, prefix, text, setup in (
+                ("serve_batching", "", TEXT, "tiny BERT 2x128, a 30-character text"),
+                ("serve_batching_small", "s", long, "small BERT 4x256, a 120-character text"),
+            ):
+                unbatched = throughput_case(url, f"/u{prefix}", n_tput, text=text)
+                batched = throughput_case(url, f"/b{prefix}", n_tput, text=text)
+                cases = [
+                    Case("unbatched (max_batch_size 1)", unbatched),
+                    Case("batched (max_batch_size 16)", batched),
+                ]
+                table = compare(cases, repeats=repeats, lower_is_better=False)
+                write_results(
+                    name,
+                    table,
+                    notes={
+                        "requests per round": n_tput,
+                        "concurrency": 16,
+                        "setup": f"1 replica per app (0.5 CPU reserved), 1 text/request: {setup}",
+                    },
+                )
         finally:
             serve.shutdown()
             ray.shutdown()

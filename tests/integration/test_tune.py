@@ -71,7 +71,7 @@ def test_asha_sweep_writes_table_plot_best_config_and_model(prepared):
             "train.lr": {"loguniform": [1e-4, 3e-3]},
             "model.num_layers": {"choice": [1, 2]},
         },
-        "num_samples": 3,
+        "num_samples": 2,  # trial 1: the config's defaults; trial 2: sampled
         "scheduler": "asha",
         "asha": {"grace_period": 1, "reduction_factor": 2},
         # A trial holds ~3 of the session's 4 logical CPUs (its worker + the Ray Data encoders
@@ -81,7 +81,8 @@ def test_asha_sweep_writes_table_plot_best_config_and_model(prepared):
     result = run_sweep(config_from_dict(_cfg(prepared, "asha", tune)))
     sweep = result.sweep_dir
     rows = list(csv.DictReader((sweep / "results.csv").open(encoding="utf-8")))
-    assert len(rows) == 3 and all(r["status"] == "ok" for r in rows)
+    assert len(rows) == 2 and all(r["status"] == "ok" for r in rows)
+    assert float(rows[0]["train.lr"]) == 2e-3 and int(rows[0]["model.num_layers"]) == 2  # defaults
     assert {"train.lr", "model.num_layers", "best", "epochs_run", "stopped_early"} <= set(rows[0])
     assert all(float(r["epochs_run"]) >= 1 for r in rows)  # grace period: one epoch each
     assert "| trial_id |" in (sweep / "results.md").read_text(encoding="utf-8")

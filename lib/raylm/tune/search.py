@@ -64,7 +64,12 @@ def _make_trial(base: dict[str, Any], sweep: str):
 
     def _trial(sample: dict[str, Any]) -> None:
         from ray import tune
+        from ray.data import DataContext
         from ray.tune.integration.ray_train import TuneReportCallback
+
+        # Several trials share one console: Ray Data's per-epoch progress bars from each would
+        # bury the trial table and raylm's step lines. Datasets copy this context when created.
+        DataContext.get_current().enable_progress_bars = False
 
         trial_id = tune.get_context().get_trial_id()
         cfg = trial_config(base, sample, f"{sweep}_{trial_id}")
