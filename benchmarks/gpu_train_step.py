@@ -95,8 +95,7 @@ def _result(a: dict[str, Any], times: list[float], startup: float, device: Any) 
 
     res = common.steady(times, a["warmup"])
     tokens_s = a["batch"] * a["seq"] / res["step_s"]
-    f_tok, _ = flops_token(a)
-    peak = a["peak"]
+    f_tok, peak = a["flops_token"], a["peak"]
     mem = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else 0.0
     return {
         **res,
@@ -178,8 +177,7 @@ def raylm_worker(config: dict[str, Any]) -> None:
         peak_flops=a["peak"] or 1e12,
     )
     engine = Engine.create(build(a), cfg, a["steps"])
-    f_tok, _ = flops_token(a)
-    meter = Meter(f_tok, cfg.peak_flops)
+    meter = Meter(a["flops_token"], cfg.peak_flops)
     data = batches(a, engine.device)
     startup = time.perf_counter() - t0
     times = []
@@ -228,7 +226,8 @@ def main(argv: list[str] | None = None) -> None:
     name = torch.cuda.get_device_name() if a["gpu"] else "cpu"
     peak = args.peak_tflops * 1e12 if args.peak_tflops else (gpu_peak_flops(name) or 0.0)
     a["peak"] = peak
-    f_tok, n = flops_token(a)
+    f_tok, n = flops_token(a)  # once: every case and worker reads a["flops_token"]
+    a["flops_token"] = f_tok
     print(f"{name}: GPT {a['layers']}x{a['hidden']} ({n / 1e6:.0f}M non-embedding params), "
           f"{f_tok / 1e9:.2f} GFLOP/token, peak {peak / 1e12:.0f} TFLOP/s", flush=True)  # fmt: skip
 
