@@ -1,17 +1,22 @@
 """Serving overhead and dynamic batching, side by side on one machine.
 
-    python -m benchmarks.serve_latency --quick     # about a minute on 2 cores
+    python -m benchmarks.serve_latency --quick     # about 3 minutes on 2 cores
     python -m benchmarks.serve_latency             # more requests, steadier figures
 
-1. Latency: one text per request, sequential. HTTP through Ray Serve (proxy -> ingress -> model
-   replica) vs a direct in-process `ClassifierPredictor.predict_texts` call on the same text,
-   rounds interleaved; the difference of medians is what serving adds. GET /healthz (proxy ->
-   ingress, no model) splits that into the HTTP hop and the model-replica hop.
-2. Throughput at concurrency 16 (one text per request): the same model with `@serve.batch`
-   max_batch_size 16 vs 1, interleaved rounds.
-   Twice: the tiny model on a short text (HTTP-bound on 2 cores) and the small preset (4 x 256)
+1. Latency: one text per request, sequential; HTTP /v1/classify vs a direct in-process
+   `ClassifierPredictor.predict_texts` call on the same text, rounds interleaved; the difference
+   of medians is what serving adds. Two app layouts behind Ray Serve's HTTP proxy: `separate`
+   (proxy -> ingress -> model deployment, the default) and `colocated` (serve.colocate: the
+   model inside the ingress replica). GET /healthz (no model) is the floor of the HTTP path.
+2. Throughput at concurrency 16 (one text per request): `@serve.batch` max_batch_size 16 vs 1,
+   interleaved, with the mean batch size Serve actually formed (its serve_actual_batch_size
+   metric). The tiny model on a short text (HTTP-bound on 2 cores), and the small preset (4 x 256)
    on a 120-character text, where the model is a larger share of each request.
-Writes benchmarks/results/serve_latency, serve_batching and serve_batching_small (.json, .md).
+3. The same colocated app with Ray's RAY_SERVE_THROUGHPUT_OPTIMIZED=1 (direct ingress: the
+   client calls the ingress replica's own port, 30000 up, no proxy), in a fresh Ray in a child
+   process because Ray reads the switch when Serve's processes start.
+Writes benchmarks/results/serve_latency, serve_batching, serve_batching_small,
+serve_direct_ingress and serve_direct_batching (.json, .md).
 """
 
 from __future__ import annotations
@@ -20,10 +25,16 @@ import argparse
 import asyncio
 import json
 import os
+import re
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
+import urllib.request
+from collections import Counter
 from pathlib import Path
+from typing import Any
 
 from benchmarks.harness import Case, compare, write_results
 
@@ -64,7 +75,8 @@ def _summary(seconds: list[float]) -> dict[str, float]:
     }
 
 
-def latency_cases(url: str, model_dir: Path, n: int) -> list[Case]:
+def latency_cases(url: str, model_dir: Path, n: int, apps: dict[str, str]) -> list[Case]:
+    """Direct in-process call, then HTTP /v1/classify for each app, and /healthz (no model)."""
     import httpx
 
     from raylm.eval.predict import ClassifierPredictor
@@ -72,35 +84,30 @@ def latency_cases(url: str, model_dir: Path, n: int) -> list[Case]:
     predictor = ClassifierPredictor(str(model_dir), max_length=128)
     client = httpx.Client(base_url=url, timeout=30)
 
-    def direct() -> dict[str, float]:
-        times = []
-        for _ in range(n):
-            t0 = time.perf_counter()
-            predictor.predict_texts([TEXT])
-            times.append(time.perf_counter() - t0)
-        return _summary(times)
+    def timed(call: Any) -> Any:
+        def run() -> dict[str, float]:
+            times = []
+            for _ in range(n):
+                t0 = time.perf_counter()
+                call()
+                times.append(time.perf_counter() - t0)
+            return _summary(times)
 
-    def http() -> dict[str, float]:
-        times = []
-        for _ in range(n):
-            t0 = time.perf_counter()
-            resp = client.post("/b/v1/classify", json={"texts": [TEXT]})
-            times.append(time.perf_counter() - t0)
-            resp.raise_for_status()
-        return _summary(times)
+        return run
 
-    def probe() -> dict[str, float]:  # proxy + ingress only: what the model hop adds is the rest
-        times = []
-        for _ in range(n):
-            t0 = time.perf_counter()
-            client.get("/b/healthz").raise_for_status()
-            times.append(time.perf_counter() - t0)
-        return _summary(times)
+    def post(prefix: str) -> Any:
+        return lambda: client.post(
+            f"/{prefix}/v1/classify", json={"texts": [TEXT]}
+        ).raise_for_status()
 
+    first = next(iter(apps.values()))
     return [
-        Case("direct predict_texts", direct),
-        Case("HTTP /v1/classify", http),
-        Case("HTTP /healthz (no model hop)", probe),
+        Case("direct predict_texts", timed(lambda: predictor.predict_texts([TEXT]))),
+        *(Case(f"HTTP /v1/classify ({mode})", timed(post(app))) for mode, app in apps.items()),
+        Case(
+            "HTTP /healthz (no model)",
+            timed(lambda: client.get(f"/{first}/healthz").raise_for_status()),
+        ),
     ]
 
 
@@ -123,79 +130,169 @@ def throughput_case(url: str, prefix: str, n: int, concurrency: int = 16, text: 
     return lambda: asyncio.run(run())
 
 
+# name: (serve.colocate, max_batch_size, model preset)
+APPS = {
+    "b": (False, 16, "tiny"),
+    "u": (False, 1, "tiny"),
+    "cb": (True, 16, "tiny"),
+    "cu": (True, 1, "tiny"),
+    "cbs": (True, 16, "small"),
+    "cus": (True, 1, "small"),
+}
+DIRECT_APPS = ("cb", "cu")  # the direct-ingress phase: colocated apps only
+LONG = TEXT * 4  # ~120 characters: 128 tokens after truncation
+PORT = 8765
+
+
+def batches_run(wait_s: float = 12.0) -> Counter:
+    """Batches each bench app's model has run so far (Serve's `serve_batches_processed`).
+
+    A counter is exact where Ray's histogram export (`serve_actual_batch_size`) is not: its sum
+    is built from bucket midpoints.
+    """
+    import ray
+
+    time.sleep(wait_s)  # the node exports metrics every few seconds
+    counts: Counter = Counter()
+    for node in ray.nodes():
+        port = node.get("MetricsExportPort")
+        if not node.get("Alive") or not port:
+            continue
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
+            text = r.read().decode()
+        for line in text.splitlines():
+            if line.startswith("ray_serve_batches_processed"):
+                series, value = line.rsplit(" ", 1)
+                app = re.search(r'application="bench_([^"]*)"', series)
+                if app:
+                    counts[app.group(1)] += float(value)
+    return counts
+
+
+def deploy_apps(names: tuple[str, ...], dirs: dict[str, Path]) -> None:
+    from raylm.serve.app import deploy
+
+    for name in names:
+        colocate, size, preset = APPS[name]
+        cfg = {
+            "port": PORT,
+            "num_cpus": 0.25,  # 6 apps on 2 CPUs
+            "max_ongoing_requests": 32,
+            "app_name": f"bench_{name}",
+            "route_prefix": f"/{name}",
+            "colocate": colocate,
+            "batch": {"max_batch_size": size, "batch_wait_timeout_s": 0.005},
+        }
+        deploy({"clf": str(dirs[preset])}, cfg)
+
+
+def find_direct_port(prefix: str, first: int = 30000, tries: int = 40) -> int:
+    """The port of the app's ingress replica in direct-ingress mode (Ray assigns from 30000)."""
+    import httpx
+
+    for port in range(first, first + tries):
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/{prefix}/healthz", timeout=2).status_code == 200:
+                return port
+        except httpx.TransportError:
+            continue
+    raise RuntimeError(f"no direct-ingress replica answers /{prefix}/healthz")
+
+
+def batching(name: str, pairs: dict[str, tuple[str, str]], text: str, n: int, notes: dict):
+    """Throughput, max_batch_size 16 vs 1 interleaved; pairs: label -> (unbatched, batched) URL.
+
+    A URL is the app's base (`http://host:port/prefix`); the mean realised batch size of each
+    app comes from Serve's own metric.
+    """
+    before, cases = batches_run(), []
+    for label, (unbatched, batched) in pairs.items():
+        cases.append(Case(f"{label}: unbatched (1)", throughput_case(unbatched, "", n, text=text)))
+        cases.append(Case(f"{label}: batched (16)", throughput_case(batched, "", n, text=text)))
+    repeats = notes.pop("repeats")
+    table = compare(cases, repeats=repeats, lower_is_better=False)
+    meds = [r["median"] for r in table["rows"]]
+    for i, label in enumerate(pairs):
+        notes[f"batched / unbatched ({label})"] = round(meds[2 * i + 1] / meds[2 * i], 3)
+    after, rounds = batches_run(), 1 + repeats  # a warm-up round, then the repeats
+    notes["mean realised batch size (requests / batches)"] = {
+        app: round(n * rounds / (after[app] - before[app]), 2)
+        for app in (url.rsplit("/", 1)[1] for pair in pairs.values() for url in pair)
+        if after[app] > before[app]
+    }
+    notes["requests per round"], notes["concurrency"] = n, 16
+    write_results(name, table, notes=notes)
+
+
+def latency(name: str, url: str, model_dir: Path, apps: dict[str, str], n: int, r: int, setup: str):
+    load0 = os.getloadavg()[0]  # other processes on these cores skew absolute figures
+    table = compare(latency_cases(url, model_dir, n, apps), repeats=r)
+    rows = {row["case"]: row["median"] for row in table["rows"]}
+    notes = {
+        f"serving adds, {mode} (p50, ms)": round(
+            rows[f"HTTP /v1/classify ({mode})"] - rows["direct predict_texts"], 2
+        )
+        for mode in apps
+    }
+    notes["requests per round"], notes["setup"] = n, setup
+    notes["load average before/after"] = f"{load0:.1f} / {os.getloadavg()[0]:.1f}"
+    write_results(name, table, notes=notes)
+
+
+def proxy_phase(dirs: dict[str, Path], n_lat: int, n_tput: int, repeats: int) -> None:
+    """Through Ray Serve's HTTP proxy: separate model deployments vs models in the ingress."""
+    deploy_apps(tuple(APPS), dirs)
+    url = f"http://127.0.0.1:{PORT}"
+    setup = "tiny BERT (2x128), 1 text/request, sequential, loopback, 2 CPUs, via the proxy"
+    apps = {"separate": "b", "colocated": "cb"}
+    latency("serve_latency", url, dirs["tiny"], apps, n_lat, repeats, setup)
+    pairs = {
+        m: (f"{url}/u", f"{url}/b") if m == "separate" else (f"{url}/cu", f"{url}/cb") for m in apps
+    }
+    setup = "1 replica per app (0.25 CPU), 1 text/request: tiny BERT 2x128, a 30-character text"
+    batching("serve_batching", pairs, TEXT, n_tput, {"repeats": repeats, "setup": setup})
+    setup = "colocated, 1 replica (0.25 CPU), 1 text/request: small BERT 4x256, 120 characters"
+    pairs = {"colocated, small": (f"{url}/cus", f"{url}/cbs")}
+    batching("serve_batching_small", pairs, LONG, n_tput, {"repeats": repeats, "setup": setup})
+
+
+def direct_phase(dirs: dict[str, Path], n_lat: int, n_tput: int, repeats: int) -> None:
+    """RAY_SERVE_THROUGHPUT_OPTIMIZED=1: the client calls the ingress replica's own port."""
+    deploy_apps(DIRECT_APPS, dirs)
+    urls = {a: f"http://127.0.0.1:{find_direct_port(a)}" for a in DIRECT_APPS}
+    setup = "tiny BERT (2x128), colocated, direct ingress (no proxy), sequential, 2 CPUs"
+    apps = {"colocated, direct ingress": "cb"}
+    latency("serve_direct_ingress", urls["cb"], dirs["tiny"], apps, n_lat, repeats, setup)
+    pairs = {"colocated, direct ingress": (f"{urls['cu']}/cu", f"{urls['cb']}/cb")}
+    setup = "colocated tiny BERT, 1 replica (0.25 CPU), direct ingress, a 30-character text"
+    batching("serve_direct_batching", pairs, TEXT, n_tput, {"repeats": repeats, "setup": setup})
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer requests (smoke run)")
+    parser.add_argument("--phase", choices=["proxy", "direct"], default="proxy")
     args = parser.parse_args()
-    n_lat, n_tput, repeats = (40, 96, 3) if args.quick else (200, 480, 5)
+    sizes = (40, 96, 3) if args.quick else (200, 480, 5)
 
     import ray
     import torch
     from ray import serve
 
-    from raylm.serve.app import deploy
-
     torch.set_num_threads(1)  # as in a replica given one CPU: compare like with like
     ray.init(num_cpus=2, log_to_driver=False)
     with tempfile.TemporaryDirectory() as tmp:
-        model_dir = make_classifier(Path(tmp) / "clf")
-        # The batching question also asked where the model, not HTTP, is the cost: the "small"
-        # preset (4 x 256) on 128-token texts.
-        small_dir = make_classifier(Path(tmp) / "clf_small", preset="small")
-        base = {"port": 8765, "num_cpus": 0.5, "max_ongoing_requests": 32}
-        for name, size, path in (
-            ("b", 16, model_dir),
-            ("u", 1, model_dir),
-            ("bs", 16, small_dir),
-            ("us", 1, small_dir),
-        ):
-            cfg = {
-                **base,
-                "app_name": f"bench_{name}",
-                "route_prefix": f"/{name}",
-                "batch": {"max_batch_size": size, "batch_wait_timeout_s": 0.005},
-            }
-            deploy({"clf": str(path)}, cfg)
-        url = "http://127.0.0.1:8765"
-        load0 = os.getloadavg()[0]  # other processes on these cores skew absolute figures
+        dirs = {p: make_classifier(Path(tmp) / p, preset=p) for p in ("tiny", "small")}
         try:
-            table = compare(latency_cases(url, model_dir, n_lat), repeats=repeats)
-            rows = {r["case"]: r for r in table["rows"]}
-            added = rows["HTTP /v1/classify"]["median"] - rows["direct predict_texts"]["median"]
-            write_results(
-                "serve_latency",
-                table,
-                notes={
-                    "requests per round": n_lat,
-                    "serving adds (p50, ms)": round(added, 2),
-                    "setup": "tiny BERT (2x128), 1 text/request, sequential, loopback, 2 CPUs",
-                    "load average before/after": f"{load0:.1f} / {os.getloadavg()[0]:.1f}",
-                },
-            )
-            long = TEXT * 4  # ~120 characters: 128 tokens after truncation
-            for name, prefix, text, setup in (
-                ("serve_batching", "", TEXT, "tiny BERT 2x128, a 30-character text"),
-                ("serve_batching_small", "s", long, "small BERT 4x256, a 120-character text"),
-            ):
-                unbatched = throughput_case(url, f"/u{prefix}", n_tput, text=text)
-                batched = throughput_case(url, f"/b{prefix}", n_tput, text=text)
-                cases = [
-                    Case("unbatched (max_batch_size 1)", unbatched),
-                    Case("batched (max_batch_size 16)", batched),
-                ]
-                table = compare(cases, repeats=repeats, lower_is_better=False)
-                write_results(
-                    name,
-                    table,
-                    notes={
-                        "requests per round": n_tput,
-                        "concurrency": 16,
-                        "setup": f"1 replica per app (0.5 CPU reserved), 1 text/request: {setup}",
-                    },
-                )
+            (proxy_phase if args.phase == "proxy" else direct_phase)(dirs, *sizes)
         finally:
             serve.shutdown()
             ray.shutdown()
+    if args.phase == "proxy":
+        # Ray reads the switch when Serve's processes start: a fresh Ray in its own process.
+        env = {**os.environ, "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}
+        argv = [sys.executable, "-m", "benchmarks.serve_latency", "--phase", "direct"]
+        subprocess.run(argv + (["--quick"] if args.quick else []), env=env, check=True)
 
 
 if __name__ == "__main__":

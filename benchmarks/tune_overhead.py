@@ -1,7 +1,7 @@
 """Tune sweep overhead and ASHA's savings, side by side on one embedded Ray.
 
-    python -m benchmarks.tune_overhead --quick     # ~10 min on 2 cores
-    python -m benchmarks.tune_overhead             # more trials and epochs
+    python -m benchmarks.tune_overhead --quick     # ~30 min on 2 cores (--only asha|overhead)
+    python -m benchmarks.tune_overhead             # 3 repeats on a larger corpus
 
 (a) `tune_overhead`: wall time of N short trials run as a sweep, divided by ceil(N / slots),
     against one trial alone: a ratio of 1.0 means the sweep adds nothing over its trials.
@@ -24,6 +24,8 @@ from benchmarks.harness import Case, compare, write_results
 from raylm.data.synthetic import write_sentiment_corpus
 
 _ids = itertools.count()
+# Rungs at epochs 1 and 3 of 4; a third of the trials at a rung go on.
+ASHA = {"grace_period": 1, "reduction_factor": 3}
 
 
 def _cfg(tmp: Path, tune: dict, epochs: int) -> dict:
@@ -72,9 +74,10 @@ def _sweep(tmp: Path, tune: dict, epochs: int) -> dict[str, float]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true", help="few trials, one repeat")
+    ap.add_argument("--quick", action="store_true", help="one repeat, a smaller corpus")
+    ap.add_argument("--only", choices=["overhead", "asha"], help="run one of the two parts")
     args = ap.parse_args()
-    n, slots, epochs, rows, repeats = (6, 2, 3, 800, 1) if args.quick else (8, 2, 4, 1600, 3)
+    n, slots, epochs, rows, repeats = (12, 2, 4, 800, 1) if args.quick else (12, 2, 4, 1600, 3)
 
     import ray
 
@@ -97,16 +100,20 @@ def main() -> None:
         r = _sweep(tmp, {**fixed, "num_samples": n, "max_concurrent_trials": slots}, 1)
         return {"wall_per_round_s": r["wall_s"] / math.ceil(n / slots)}
 
-    overhead = compare([Case("one_trial", one), Case(f"{n}_trials_{slots}_slots", many)],
-                       repeats=repeats, warmup=0, baseline="one_trial")  # fmt: skip
-    write_results("tune_overhead", overhead, notes={"trials": n, "slots": slots, "epochs": 1})
+    if args.only != "asha":
+        overhead = compare([Case("one_trial", one), Case(f"{n}_trials_{slots}_slots", many)],
+                           repeats=repeats, warmup=0, baseline="one_trial")  # fmt: skip
+        notes = {"trials": n, "slots": slots, "epochs": 1}
+        write_results("tune_overhead", overhead, notes=notes)
+    if args.only == "overhead":
+        return
 
     space = {"train.lr": {"loguniform": [1e-4, 5e-3]}, "model.num_layers": {"choice": [1, 2]}}
     # One seed: both sweeps sample the same trial configs; only the scheduler differs.
     base = {"space": space, "num_samples": n, "max_concurrent_trials": slots, "seed": 7}
 
     def asha() -> dict[str, float]:
-        r = _sweep(tmp, {**base, "scheduler": "asha", "asha": {"grace_period": 1}}, epochs)
+        r = _sweep(tmp, {**base, "scheduler": "asha", "asha": ASHA}, epochs)
         return {"trial_epochs": r["trial_epochs"], "best_val_accuracy": r["best"],
                 "wall_s": r["wall_s"]}  # fmt: skip
 
@@ -117,7 +124,8 @@ def main() -> None:
 
     table = compare([Case("no_stopping", none), Case("asha", asha)],
                     repeats=repeats, warmup=0, baseline="no_stopping")  # fmt: skip
-    write_results("tune_asha", table, notes={"trials": n, "epochs": epochs, "slots": slots})
+    notes = {"trials": n, "epochs": epochs, "slots": slots, "asha": ASHA, "seed": 7}
+    write_results("tune_asha", table, notes=notes)
 
 
 if __name__ == "__main__":

@@ -407,3 +407,40 @@ def test_overload_burst_is_only_200_or_503(url):
     for r in responses:
         if r.status_code == 503:
             assert _error(r, 503)["type"] == "overloaded_error" and r.headers["retry-after"]
+
+
+def test_colocated_app_answers_like_the_separate_one(url, http, models):
+    """serve.colocate: one deployment holds the models; same answers, stream and errors."""
+    import httpx
+    from openai import OpenAI
+    from ray import serve
+
+    from raylm.serve.app import deploy
+
+    port = int(url.rsplit(":", 1)[1].split("/")[0])
+    cfg = {"port": port, "app_name": "colo", "route_prefix": "/colo", "colocate": True}
+    cfg |= {"num_cpus": 0.5, "auth_token_env": TOKEN_ENV, "limits": LIMITS}
+    colo = deploy({k: str(v) for k, v in models.items()}, cfg)
+    try:
+        assert set(serve.status().applications["colo"].deployments) == {"Ingress"}
+        with httpx.Client(base_url=colo, headers=AUTH, timeout=60) as c:
+            assert c.get("/readyz").status_code == 200
+            body = {"model": "clf", "texts": TEXTS}
+            got, want = (x.post("/v1/classify", json=body).json()["results"] for x in (c, http))
+            assert [r["label"] for r in got] == [r["label"] for r in want]
+            assert [r["score"] for r in got] == pytest.approx([r["score"] for r in want], abs=1e-6)
+            qa = {"context": "北京是中国的首都。", "question": "首都是哪里？", "max_new_tokens": 6}
+            assert (
+                c.post("/v1/qa", json=qa).json()["answer"]
+                == http.post("/v1/qa", json=qa).json()["answer"]
+            )
+            _error(c.post("/v1/classify", json={"model": "nope", "texts": ["a"]}), 404, "model")
+            assert httpx.post(f"{colo}/v1/classify", json=body).status_code == 401
+        client = OpenAI(base_url=f"{colo}/v1", api_key=TOKEN, max_retries=0)
+        want = _direct(models, ["这本书很好"], 8)[0].text
+        kw = {"model": "lm", "prompt": "这本书很好", "max_tokens": 8, "temperature": 0}
+        assert client.completions.create(**kw).choices[0].text == want
+        chunks = client.completions.create(**kw, stream=True)
+        assert "".join(ch.choices[0].text for ch in chunks if ch.choices) == want
+    finally:
+        serve.delete("colo")

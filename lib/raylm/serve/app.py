@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import inspect
 import os
 import signal
 import threading
@@ -70,8 +71,10 @@ class Ingress:
         cfg: dict[str, Any],
         token_sha256: str | None = None,
     ):
-        self.handles, self.tasks = handles, tasks
+        self.tasks = tasks
         self.cfg = ServeConfig.model_validate(cfg)
+        # serve.colocate: the models live in this replica, called through the same interface.
+        self.handles = handles or {n: _LocalModel(_load(self.cfg, n, t)) for n, t in tasks.items()}
         # The token may be set where the app was built (hashed into the args) or on this node.
         token = os.environ.get(self.cfg.auth_token_env)
         self.token_sha256 = token_sha256 or (_sha256(token) if token else None)
@@ -221,6 +224,40 @@ class Ingress:
         return dict(self.tasks)
 
 
+class _LocalModel:
+    """A model object in the ingress replica, called like its deployment handle would be."""
+
+    def __init__(self, obj: Any):
+        self._obj = obj
+
+    def options(self, **_: Any) -> _LocalModel:
+        return self
+
+    def __getattr__(self, method: str) -> Any:
+        return _LocalMethod(getattr(self._obj, method))
+
+
+class _LocalMethod:
+    def __init__(self, fn: Any):
+        self.remote = (
+            fn
+            if inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn)
+            else (lambda *a, **k: _value(fn(*a, **k)))
+        )
+
+
+async def _value(x: Any) -> Any:
+    return x
+
+
+def _load(cfg: ServeConfig, name: str, task: str) -> Any:
+    """The model class of `task`, built in this process (what its deployment's replica builds)."""
+    path, batch = str(cfg.models[name]), cfg.batch.model_dump()
+    if task == "classification":
+        return ClassifierModel.func_or_class(name, path, batch)
+    return GeneratorModel.func_or_class(name, path, batch, cfg.limits.model_dump())
+
+
 async def _rest(gen: Any) -> Any:
     """The rest of a replica's stream, a lost replica surfacing as an in-band 503 error."""
     try:
@@ -270,14 +307,19 @@ def build_application(cfg: ServeConfig) -> Any:
         raise ConfigError("serve.models: no models to serve (give MODEL_DIR or serve.models)")
     handles, tasks = {}, {}
     batch, limits = cfg.batch.model_dump(), cfg.limits.model_dump()
+    token = os.environ.get(cfg.auth_token_env)
+    token_sha256 = _sha256(token) if token else None
     for name, path in cfg.models.items():
         tasks[name] = model_task(path, name)
+    if cfg.colocate:  # one deployment: the ingress holds the models (see Ingress.__init__)
+        opts = {**model_options(cfg, "unused"), "name": "Ingress"}
+        return Ingress.options(**opts).bind({}, tasks, cfg.model_dump(mode="json"), token_sha256)
+    for name, path in cfg.models.items():
         opts = model_options(cfg, name)
         if tasks[name] == "classification":
             handles[name] = ClassifierModel.options(**opts).bind(name, str(path), batch)
         else:
             handles[name] = GeneratorModel.options(**opts).bind(name, str(path), batch, limits)
-    token = os.environ.get(cfg.auth_token_env)
     ingress = Ingress.options(
         max_ongoing_requests=cfg.ingress_max_ongoing_requests,
         # The ingress only awaits handles: let it queue as much as it runs, so overload is
@@ -285,7 +327,6 @@ def build_application(cfg: ServeConfig) -> Any:
         max_queued_requests=cfg.ingress_max_ongoing_requests,
         ray_actor_options={"num_cpus": 0},
     )
-    token_sha256 = _sha256(token) if token else None
     return ingress.bind(handles, tasks, cfg.model_dump(mode="json"), token_sha256)
 
 

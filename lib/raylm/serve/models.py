@@ -32,6 +32,28 @@ async def _in_thread(fn: Any, *args: Any, **kwargs: Any) -> Any:
     return await asyncio.to_thread(run)
 
 
+class _Company:
+    """Batch waiting only when there is company to wait for.
+
+    `@serve.batch` holds every batch's first item for `batch_wait_timeout_s`, even when no other
+    request is in flight, so a lone request pays the whole wait. Here the wait applies only while
+    other items are in flight in this replica; a lone one dispatches at once.
+    """
+
+    def __init__(self, batched: Any, batch: dict[str, Any]):
+        self.batched, self.wait_s, self.items = batched, batch["batch_wait_timeout_s"], 0
+        batched.set_max_batch_size(batch["max_batch_size"])
+
+    @contextlib.contextmanager
+    def track(self, items: int) -> Any:
+        self.items += items
+        self.batched.set_batch_wait_timeout_s(self.wait_s if self.items > 1 else 0.0)
+        try:
+            yield
+        finally:
+            self.items -= items
+
+
 def _labels(meta: dict[str, Any], config: Any) -> list[str]:
     id2label = {int(k): str(v) for k, v in (meta.get("id2label") or {}).items()}
     if not id2label:
@@ -51,8 +73,7 @@ class ClassifierModel:
         self.predictor.max_length = min(self.predictor.max_length, config_len)
         self.name = name
         self.labels = _labels(meta, self.predictor.model.config)
-        self._score.set_max_batch_size(batch["max_batch_size"])
-        self._score.set_batch_wait_timeout_s(batch["batch_wait_timeout_s"])
+        self.company = _Company(self._score, batch)
 
     @staticmethod
     def _positions(path: str) -> int:
@@ -68,7 +89,8 @@ class ClassifierModel:
     async def classify(self, texts: list[str]) -> list[dict[str, Any]]:
         """Per text: label, label_id, score and every class's probability."""
         # One item per text, so `max_batch_size` counts texts across concurrent requests.
-        rows = await asyncio.gather(*(self._score(t) for t in texts))
+        with self.company.track(len(texts)):
+            rows = await asyncio.gather(*(self._score(t) for t in texts))
         out = []
         for probs in rows:
             best = max(range(len(probs)), key=probs.__getitem__)
@@ -131,8 +153,7 @@ class GeneratorModel:
         self.template = self.meta.get("prompt_template") or DEFAULT_TEMPLATE
         render_prompt(self.template, "", "")  # a bad stored template fails at load, not per call
         self.name, self.limits = name, limits
-        self._generate.set_max_batch_size(batch["max_batch_size"])
-        self._generate.set_batch_wait_timeout_s(batch["batch_wait_timeout_s"])
+        self.company = _Company(self._generate, batch)
 
     def _tokens(self, text: str, specials: bool = False) -> int:
         return len(self.tokenizer(text, add_special_tokens=specials)["input_ids"])
@@ -197,7 +218,8 @@ class GeneratorModel:
             prompts = [_chat_prompt(self.tokenizer, messages)]
         for i, prompt in enumerate(prompts):
             self._count(prompt, params, "messages" if messages else f"prompt.{i}")
-        return list(await asyncio.gather(*(self._generate((p, params)) for p in prompts)))
+        with self.company.track(len(prompts)):
+            return list(await asyncio.gather(*(self._generate((p, params)) for p in prompts)))
 
     async def stream(
         self, prompt: str | None, params: GenParams, messages: list | None = None
@@ -257,7 +279,8 @@ class GeneratorModel:
         except ValueError as err:  # the question alone leaves no room for the answer
             raise ApiError(400, str(err), param="question") from None
         self._count(prompt, params, "context")
-        result = await self._generate((prompt, params))
+        with self.company.track(1):
+            result = await self._generate((prompt, params))
         return {**result, "answer": result["text"].strip()}
 
     def info(self) -> dict[str, Any]:

@@ -54,7 +54,11 @@ class BatchConfig(_Strict):
 
     max_batch_size: int = Field(16, ge=1, le=1024, description="Most items run together.")
     batch_wait_timeout_s: float = Field(
-        0.01, ge=0, le=10, description="Longest wait for a batch to fill."
+        0.01,
+        ge=0,
+        le=10,
+        description="Longest wait for a batch to fill while other requests are in flight "
+        "(a lone request does not wait).",
     )
 
 
@@ -84,6 +88,11 @@ class ServeConfig(_Strict):
     )
     ingress_max_ongoing_requests: int = Field(
         256, ge=1, description="Concurrent requests in the HTTP ingress replica."
+    )
+    colocate: bool = Field(
+        False,
+        description="Load the models inside the HTTP ingress replica: one hop fewer per request; "
+        "replicas, queue and resource settings then apply to that one deployment.",
     )
     request_timeout_s: float = Field(60, gt=0, description="Per-request deadline (then 504).")
     num_cpus: float = Field(1, ge=0, description="CPUs reserved per model replica.")

@@ -107,3 +107,43 @@ def test_handle_call_errors_map_to_api_errors():
         with pytest.raises(ApiError) as err:
             asyncio.run(call(coro, timeout_s=0.05))
         assert err.value.status == status
+
+
+def test_colocate_builds_one_deployment_with_the_model_settings(tmp_path):
+    pytest.importorskip("ray.serve")
+    from raylm.serve.app import build_application
+    from raylm.serve.schemas import load_serve_config
+
+    models = {n: str(_fake_model(tmp_path / n, t)) for n, t in (("c", "classification"),)}
+    raw = {"models": models, "replicas": 2, "max_queued_requests": 5, "num_cpus": 2}
+    separate = build_application(load_serve_config(raw))
+    colocated = build_application(load_serve_config({**raw, "colocate": True}))
+    # The separate layout's ingress holds a handle per model; the colocated one builds them.
+    assert separate._bound_deployment.init_args[0].keys() == {"c"}
+    ingress = colocated._bound_deployment
+    assert ingress.init_args[0] == {} and ingress.init_args[1] == {"c": "classification"}
+    assert ingress.num_replicas == 2 and ingress.max_queued_requests == 5
+    assert ingress.ray_actor_options["num_cpus"] == 2
+
+
+def test_batch_wait_applies_only_with_company():
+    pytest.importorskip("ray.serve")
+    from raylm.serve.models import _Company
+
+    class Batched:  # the two setters `@serve.batch` gives a method
+        def set_max_batch_size(self, n):
+            self.size = n
+
+        def set_batch_wait_timeout_s(self, s):
+            self.waits.append(s)
+
+    fn = Batched()
+    fn.waits = []
+    company = _Company(fn, {"max_batch_size": 8, "batch_wait_timeout_s": 0.02})
+    assert fn.size == 8
+    # Alone: dispatch at once; then a second request arrives while the first is in flight.
+    with company.track(1), company.track(1):
+        pass
+    with company.track(3):  # one request of three texts: they can share a batch
+        pass
+    assert fn.waits == [0.0, 0.02, 0.02] and company.items == 0
