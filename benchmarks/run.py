@@ -25,6 +25,12 @@ TARGETS = {
     "train_step_1proc": "raylm step / plain PyTorch step <= 1.10",
     "train_step_2proc": "raylm step / DDP (gloo) step <= 1.10",
     "ingest": "wait_share (streaming) <= 5%",
+    "serve_latency": "HTTP p50 - in-process p50 <= 5 ms",
+    "serve_direct_ingress": "HTTP p50 - in-process p50 <= 5 ms",
+    "serve_batching": "batched / unbatched req/s >= 2",
+    "serve_direct_batching": "batched / unbatched req/s >= 2",
+    "tune_overhead": "sweep wall per round / one trial <= 1.2",
+    "tune_asha": "ASHA trial-epochs <= 1/2 of no stopping, best metric within 1 point",
 }
 
 
