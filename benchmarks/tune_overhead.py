@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 from benchmarks.harness import Case, compare, write_results
-from raylm.data.synthetic import write_sentiment_corpus
+from raylm.data.synthetic import sentiment_recipe, write_sentiment_corpus
 
 _ids = itertools.count()
 # Rungs at epochs 1 and 3 of 4; a third of the trials at a rung go on.
@@ -29,32 +29,10 @@ ASHA = {"grace_period": 1, "reduction_factor": 3}
 
 
 def _cfg(tmp: Path, tune: dict, epochs: int) -> dict:
-    return {
-        "data": {
-            "source": "jsonl",
-            "paths": [str(tmp / "corpus.jsonl")],
-            "labels": ["neg", "pos"],
-            "max_length": 32,
-            "tokenizer": {"vocab_size": 300, "min_frequency": 1},
-        },
-        "model": {"task": "classification", "preset": "tiny", "hidden_size": 32, "num_heads": 2},
-        "train": {
-            "num_workers": 1,
-            "epochs": epochs,
-            "batch_size": 16,
-            "log_every": 50,
-            "warmup_ratio": 0.0,
-            "keep_checkpoints": 1,
-            "best_metric": "val_accuracy",
-        },
-        "run": {
-            "name": f"bench{next(_ids)}",
-            "output_dir": str(tmp / "sweeps"),
-            "data_dir": str(tmp / "data"),
-            "baseline": False,
-        },
-        "tune": tune,
-    }
+    train = {"epochs": epochs, "log_every": 50, "keep_checkpoints": 1}
+    train["best_metric"] = "val_accuracy"
+    recipe = sentiment_recipe(tmp, f"bench{next(_ids)}", runs="sweeps", **train)
+    return {**recipe, "tune": tune}
 
 
 def _sweep(tmp: Path, tune: dict, epochs: int) -> dict[str, float]:

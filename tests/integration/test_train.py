@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 
 from raylm import stages
 from raylm.config import config_from_dict
-from raylm.data.synthetic import write_sentiment_corpus
+from raylm.data.synthetic import sentiment_recipe, write_sentiment_corpus
 
 pytestmark = pytest.mark.integration
 
@@ -26,34 +26,8 @@ def _corpus(path: Path, n: int = 600, seed: int = 0) -> Path:
 
 
 def _cfg(tmp: Path, name: str, **train) -> dict:
-    base = {
-        "num_workers": 1,
-        "epochs": 2,
-        "batch_size": 16,
-        "lr": 2e-3,
-        "log_every": 1,
-        "zero_stage": 2,
-        "warmup_ratio": 0.0,
-        "shuffle_buffer": 64,
-    }
-    base.update(train)
-    return {
-        "data": {
-            "source": "jsonl",
-            "paths": [str(tmp / "corpus.jsonl")],
-            "labels": ["neg", "pos"],
-            "max_length": 32,
-            "tokenizer": {"vocab_size": 300, "min_frequency": 1},
-        },
-        "model": {"task": "classification", "preset": "tiny", "hidden_size": 32, "num_heads": 2},
-        "train": base,
-        "run": {
-            "name": name,
-            "output_dir": str(tmp / "runs"),
-            "data_dir": str(tmp / "data"),
-            "baseline": False,
-        },
-    }
+    base = {"epochs": 2, "lr": 2e-3, "log_every": 1, "zero_stage": 2, "shuffle_buffer": 64}
+    return sentiment_recipe(tmp, name, **{**base, **train})
 
 
 @pytest.fixture(scope="module")

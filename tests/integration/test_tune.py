@@ -19,39 +19,15 @@ import pytest
 
 from raylm import stages
 from raylm.config import config_from_dict, load_config
-from raylm.data.synthetic import write_sentiment_corpus
+from raylm.data.synthetic import sentiment_recipe, write_sentiment_corpus
 
 pytestmark = pytest.mark.integration
 
 
 def _cfg(tmp: Path, name: str, tune: dict, epochs: int = 2) -> dict:
-    return {
-        "data": {
-            "source": "jsonl",
-            "paths": [str(tmp / "corpus.jsonl")],
-            "labels": ["neg", "pos"],
-            "max_length": 32,
-            "tokenizer": {"vocab_size": 300, "min_frequency": 1},
-        },
-        "model": {"task": "classification", "preset": "tiny", "hidden_size": 32, "num_heads": 2},
-        "train": {
-            "num_workers": 1,
-            "epochs": epochs,
-            "batch_size": 32,
-            "lr": 2e-3,
-            "log_every": 5,
-            "warmup_ratio": 0.0,
-            "shuffle_buffer": 64,
-            "keep_checkpoints": 1,
-        },
-        "run": {
-            "name": name,
-            "output_dir": str(tmp / "sweeps"),
-            "data_dir": str(tmp / "data"),
-            "baseline": False,
-        },
-        "tune": tune,
-    }
+    train = {"epochs": epochs, "batch_size": 32, "lr": 2e-3, "log_every": 5}
+    train |= {"shuffle_buffer": 64, "keep_checkpoints": 1}
+    return {**sentiment_recipe(tmp, name, runs="sweeps", **train), "tune": tune}
 
 
 @pytest.fixture(scope="module")

@@ -31,3 +31,33 @@ def write_sentiment_corpus(path: Path, n: int = 600, seed: int = 0, noise: float
             text = f"{filler[:5]}{words[0]}{filler[5:]}{words[1]}{i}"
             f.write(json.dumps({"text": text, "label": label}, ensure_ascii=False) + "\n")
     return path
+
+
+def sentiment_recipe(tmp: Path, name: str, runs: str = "runs", **train: object) -> dict:
+    """A raw config dict that trains a tiny classifier on `tmp/corpus.jsonl` (this corpus).
+
+    Outputs go to tmp/<runs>/<name>, prepared data to tmp/data (shared by recipes in one tmp);
+    `train` keys add to or override the defaults (1 worker, batch 16, no warmup).
+    """
+    return {
+        "data": {
+            "source": "jsonl",
+            "paths": [str(tmp / "corpus.jsonl")],
+            "labels": ["neg", "pos"],
+            "max_length": 32,
+            "tokenizer": {"vocab_size": 300, "min_frequency": 1},
+        },
+        "model": {"task": "classification", "preset": "tiny", "hidden_size": 32, "num_heads": 2},
+        "train": {
+            "num_workers": 1,
+            "batch_size": 16,
+            "warmup_ratio": 0.0,
+            **train,
+        },
+        "run": {
+            "name": name,
+            "output_dir": str(tmp / runs),
+            "data_dir": str(tmp / "data"),
+            "baseline": False,
+        },
+    }
