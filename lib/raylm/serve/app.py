@@ -20,6 +20,7 @@ import signal
 import threading
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from ray import serve
@@ -225,7 +226,8 @@ class Ingress:
 
 
 class _LocalModel:
-    """A model object in the ingress replica, called like its deployment handle would be."""
+    """A model object in the ingress replica, called like its deployment handle would be:
+    `.method.remote(...)` gives an awaitable (or, for a streaming method, an async iterator)."""
 
     def __init__(self, obj: Any):
         self._obj = obj
@@ -234,16 +236,10 @@ class _LocalModel:
         return self
 
     def __getattr__(self, method: str) -> Any:
-        return _LocalMethod(getattr(self._obj, method))
-
-
-class _LocalMethod:
-    def __init__(self, fn: Any):
-        self.remote = (
-            fn
-            if inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn)
-            else (lambda *a, **k: _value(fn(*a, **k)))
-        )
+        fn = getattr(self._obj, method)
+        if inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn):
+            return SimpleNamespace(remote=fn)
+        return SimpleNamespace(remote=lambda *args, **kwargs: _value(fn(*args, **kwargs)))
 
 
 async def _value(x: Any) -> Any:
