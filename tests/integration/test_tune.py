@@ -49,7 +49,9 @@ def test_asha_sweep_writes_table_plot_best_config_and_model(prepared):
         },
         "num_samples": 2,  # trial 1: the config's defaults; trial 2: sampled
         "scheduler": "asha",
-        "asha": {"grace_period": 1, "reduction_factor": 2},
+        # Stop on the loss, pick the winner by the sweep's metric (Tune refuses a metric set
+        # twice: this runs Ray's own check).
+        "asha": {"grace_period": 1, "reduction_factor": 2, "metric": "val_loss"},
         # A trial holds ~3 of the session's 4 logical CPUs (its worker + the Ray Data encoders
         # of its train and validation sets): two at once would starve each other's data.
         "max_concurrent_trials": 1,

@@ -116,6 +116,8 @@ def _scheduler(settings: TuneSettings, epochs: int):
 
     a = settings.asha
     return ASHAScheduler(
+        metric=a.metric,  # may differ from the metric that picks the winner
+        mode=a.mode,
         time_attr="epoch",  # the loop reports `epoch` with every validation
         max_t=a.max_t or epochs,
         grace_period=a.grace_period,
@@ -139,7 +141,12 @@ def _search_alg(cfg: Config, settings: TuneSettings):
             _say(f"optuna: the defaults lie outside the space ({', '.join(outside)}); not run")
             points = None
 
-        return OptunaSearch(points_to_evaluate=points, seed=settings.seed)
+        return OptunaSearch(
+            metric=settings.metric,
+            mode=settings.mode,
+            points_to_evaluate=points,
+            seed=settings.seed,
+        )
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
     # Tune ignores TuneConfig.max_concurrent_trials for a generator passed in: give it here.
@@ -173,9 +180,9 @@ def _tuner(cfg: Config, settings: TuneSettings, sweep: str, sweep_dir: Path, bas
     return tune.Tuner(
         trainable,
         param_space=to_param_space(settings),
+        # The scheduler and the searcher carry their own metric (ASHA's may be another one);
+        # Tune refuses a metric given twice. The winner is picked from the rows by tune.metric.
         tune_config=tune.TuneConfig(
-            metric=settings.metric,
-            mode=settings.mode,
             num_samples=settings.num_samples,
             scheduler=_scheduler(settings, cfg.train.epochs),
             search_alg=_search_alg(cfg, settings),

@@ -27,6 +27,13 @@ class AshaSettings(_Strict):
     grace_period: int = Field(1, ge=1, description="Epochs every trial runs before it may stop.")
     reduction_factor: float = Field(2, gt=1, description="Keep 1/reduction_factor at each rung.")
     max_t: int | None = Field(None, ge=1, description="Epochs a trial may run (default: epochs).")
+    metric: str | None = Field(
+        None,
+        description="Metric the stopping decisions use (default: the sweep's metric). A "
+        "continuous one such as val_loss helps where accuracy-like metrics tie: ASHA never stops "
+        "a trial tied with its rung's cutoff (e.g. every trial still at chance).",
+    )
+    mode: Literal["max", "min"] | None = Field(None, description="Default: min for *_loss.")
 
 
 class TuneSettings(_Strict):
@@ -173,6 +180,13 @@ def load_settings(cfg: Config) -> TuneSettings:
         settings.mode = cfg.train.best_mode
     if not settings.metric.startswith("val_"):
         raise ConfigError(f"tune.metric: '{settings.metric}' is not a validation metric (val_*)")
+    asha = settings.asha
+    if asha.metric is None:
+        asha.metric, asha.mode = settings.metric, asha.mode or settings.mode
+    elif not asha.metric.startswith("val_"):
+        raise ConfigError(f"tune.asha.metric: '{asha.metric}' is not a validation metric (val_*)")
+    elif asha.mode is None:
+        asha.mode = "min" if asha.metric.endswith(("loss", "perplexity")) else "max"
     return settings
 
 

@@ -152,3 +152,26 @@ def test_search_alg_keeps_the_concurrency_limit_and_the_default_trial():
     # Tune drops TuneConfig.max_concurrent_trials when a generator is passed in.
     assert alg.max_concurrent == 1
     assert alg._points_to_evaluate == [{"train.lr": cfg.train.lr}]
+
+
+def test_asha_may_stop_on_another_metric_than_the_one_that_picks_the_winner():
+    pytest.importorskip("ray.tune")
+    from raylm.tune.search import _scheduler
+
+    space = {"train.lr": {"loguniform": [1e-4, 1e-2]}}
+    same = load_settings(_cfg(space))
+    assert (same.asha.metric, same.asha.mode) == ("val_accuracy", "max")
+    s = load_settings(_cfg(space, asha={"metric": "val_loss"}))
+    assert (s.metric, s.mode, s.asha.metric, s.asha.mode) == (
+        "val_accuracy",
+        "max",
+        "val_loss",
+        "min",
+    )
+    sched = _scheduler(s, epochs=4)
+    assert (sched.metric, sched._mode, sched._max_t) == ("val_loss", "min", 4)
+    assert load_settings(_cfg(space, asha={"metric": "val_f1"})).asha.mode == "max"
+    with pytest.raises(ConfigError, match=r"tune.asha.metric: 'loss'"):
+        load_settings(_cfg(space, asha={"metric": "loss"}))
+    with pytest.raises(ConfigError, match=r"tune.asha.mode"):
+        load_settings(_cfg(space, asha={"metric": "val_loss", "mode": "lowest"}))
