@@ -128,6 +128,26 @@ def build_model(
     return model
 
 
+def build_skeleton(cfg: ModelConfig, vocab_size: int, num_labels: int = 2, pad_id: int = 0) -> Any:
+    """The model's architecture without loading weights (for counting; use under meta device).
+
+    `from_pretrained` refuses a meta-device context, so a pretrained `path` is built from its
+    config alone.
+    """
+    if not cfg.path:
+        return build_model(cfg, vocab_size, num_labels, pad_id)
+    from transformers import (
+        AutoConfig,
+        AutoModelForCausalLM,
+        AutoModelForSequenceClassification,
+    )
+
+    if cfg.task in ENCODER_TASKS:
+        config = AutoConfig.from_pretrained(cfg.path, num_labels=num_labels)
+        return AutoModelForSequenceClassification.from_config(config)
+    return AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(cfg.path))
+
+
 def count_parameters(
     model: Any, trainable_only: bool = True, exclude_embeddings: bool = False
 ) -> int:

@@ -38,11 +38,11 @@ def _flops_per_token(cfg: Config, meta: dict[str, Any]) -> float:
     """Model FLOPs per trained token, from a parameter-free build on the meta device."""
     import torch
 
-    from raylm.models.build import build_model, count_parameters, resolved_preset
+    from raylm.models.build import build_skeleton, count_parameters, resolved_preset
     from raylm.train.flops import flops_per_token
 
     with torch.device("meta"):
-        model = build_model(
+        model = build_skeleton(
             cfg.model, meta["vocab_size"], meta.get("num_labels", 2), meta["pad_id"]
         )
     n = count_parameters(model, exclude_embeddings=True)

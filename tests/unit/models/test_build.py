@@ -28,3 +28,34 @@ def test_overrides_apply_and_causal_lm():
 def test_indivisible_heads_rejected():
     with pytest.raises(ValueError, match="divisible"):
         ModelConfig(hidden_size=100, num_heads=3)
+
+
+@pytest.mark.parametrize("task", ["causal_lm", "classification"])
+def test_pretrained_path_counts_on_meta_without_loading(tmp_path, task):
+    """Training from `model.path` counts FLOPs on the meta device, where from_pretrained fails."""
+    import torch
+
+    from raylm.config import config_from_dict
+    from raylm.train.driver import _flops_per_token
+
+    lm = task == "causal_lm"
+    small = ModelConfig(task=task, preset="tiny", num_layers=1, hidden_size=32, num_heads=2)
+    saved = build_model(small, vocab_size=300, pad_token_id=0, eos_token_id=1)
+    saved.save_pretrained(str(tmp_path / "m"))
+    cfg = config_from_dict(
+        {
+            "data": {"source": "jsonl", "paths": ["x.jsonl"], "max_length": 64}
+            | ({"label_column": None, "tokenizer": {"kind": "bytelevel_bpe"}} if lm else {}),
+            "model": {"task": task, "path": str(tmp_path / "m")},
+        }
+    )
+    meta = {"vocab_size": 300, "num_labels": 2, "pad_id": 0}
+    n = count_parameters(saved, exclude_embeddings=True)
+    assert _flops_per_token(cfg, meta) == pytest.approx(_flops_per_token_of(n, 1, 32, 64))
+    assert torch.get_default_device().type == "cpu"
+
+
+def _flops_per_token_of(n: int, layers: int, hidden: int, seq: int) -> float:
+    from raylm.train.flops import flops_per_token
+
+    return flops_per_token(n, layers, hidden, seq)
