@@ -14,7 +14,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 
 class ConfigError(ValueError):
@@ -79,8 +86,22 @@ class SplitConfig(_Strict):
         return self
 
 
+def _absolute_if_local(path: str | None) -> str | None:
+    """A folder that exists here becomes absolute: Train workers run in other directories, and
+    a relative path they cannot find would be taken for a model-hub id."""
+    if path and Path(path).expanduser().exists():
+        return str(Path(path).expanduser().resolve())
+    return path
+
+
 class TokenizerConfig(_Strict):
     path: str | None = Field(None, description="Pretrained tokenizer: local folder or model id.")
+
+    @field_validator("path")
+    @classmethod
+    def _local_path(cls, path: str | None) -> str | None:
+        return _absolute_if_local(path)
+
     kind: Literal["wordpiece", "bytelevel_bpe"] = Field(
         "wordpiece", description="Scheme when training one: wordpiece (CJK chars split) or BPE."
     )
@@ -132,6 +153,12 @@ class ModelConfig(_Strict):
         "tiny", description="Size preset for a model built from a config (ignored with `path`)."
     )
     path: str | None = Field(None, description="Pretrained model: local folder or model id.")
+
+    @field_validator("path")
+    @classmethod
+    def _local_path(cls, path: str | None) -> str | None:
+        return _absolute_if_local(path)
+
     num_layers: int | None = Field(None, ge=1, description="Override the preset's layer count.")
     hidden_size: int | None = Field(None, ge=8, description="Override the preset's hidden size.")
     num_heads: int | None = Field(None, ge=1, description="Override the preset's attention heads.")

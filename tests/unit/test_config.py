@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from raylm.config import ConfigError, apply_overrides, dump_config, load_config
+from raylm.config import ConfigError, apply_overrides, config_from_dict, dump_config, load_config
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted(p for p in (ROOT / "examples").glob("*.yaml"))
@@ -83,3 +83,13 @@ def test_override_syntax_errors():
         apply_overrides({}, ["train.lr"])
     with pytest.raises(ConfigError, match="is not a section"):
         apply_overrides({"train": 3}, ["train.lr=1"])
+
+
+def test_local_model_and_tokenizer_paths_become_absolute(tmp_path, monkeypatch):
+    # Train workers run elsewhere: a relative folder would be read as a model-hub id there.
+    (tmp_path / "m").mkdir()
+    monkeypatch.chdir(tmp_path)
+    raw = {"data": {"source": "jsonl", "paths": ["x"], "tokenizer": {"path": "m"}}}
+    cfg = config_from_dict({**raw, "model": {"path": "m"}})
+    assert cfg.model.path == cfg.data.tokenizer.path == str(tmp_path / "m")
+    assert config_from_dict({**raw, "model": {"path": "org/model"}}).model.path == "org/model"
