@@ -11,17 +11,10 @@ expected. Pure pydantic + yaml: no Ray, torch or DeepSpeed import at module load
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    ValidationError,
-    field_validator,
-    model_validator,
-)
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 
 class ConfigError(ValueError):
@@ -94,14 +87,14 @@ def _absolute_if_local(path: str | None) -> str | None:
     return path
 
 
+# A local folder (made absolute) or a model-hub id (kept as written).
+PretrainedPath = Annotated[str | None, AfterValidator(_absolute_if_local)]
+
+
 class TokenizerConfig(_Strict):
-    path: str | None = Field(None, description="Pretrained tokenizer: local folder or model id.")
-
-    @field_validator("path")
-    @classmethod
-    def _local_path(cls, path: str | None) -> str | None:
-        return _absolute_if_local(path)
-
+    path: PretrainedPath = Field(
+        None, description="Pretrained tokenizer: local folder or model id."
+    )
     kind: Literal["wordpiece", "bytelevel_bpe"] = Field(
         "wordpiece", description="Scheme when training one: wordpiece (CJK chars split) or BPE."
     )
@@ -152,13 +145,7 @@ class ModelConfig(_Strict):
     preset: Literal["tiny", "small", "base"] | None = Field(
         "tiny", description="Size preset for a model built from a config (ignored with `path`)."
     )
-    path: str | None = Field(None, description="Pretrained model: local folder or model id.")
-
-    @field_validator("path")
-    @classmethod
-    def _local_path(cls, path: str | None) -> str | None:
-        return _absolute_if_local(path)
-
+    path: PretrainedPath = Field(None, description="Pretrained model: local folder or model id.")
     num_layers: int | None = Field(None, ge=1, description="Override the preset's layer count.")
     hidden_size: int | None = Field(None, ge=8, description="Override the preset's hidden size.")
     num_heads: int | None = Field(None, ge=1, description="Override the preset's attention heads.")

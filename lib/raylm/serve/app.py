@@ -246,12 +246,18 @@ async def _value(x: Any) -> Any:
     return x
 
 
-def _load(cfg: ServeConfig, name: str, task: str) -> Any:
-    """The model class of `task`, built in this process (what its deployment's replica builds)."""
+def model_deployment(cfg: ServeConfig, name: str, task: str) -> tuple[Any, tuple]:
+    """The Serve deployment for a model of `task` and its constructor arguments."""
     path, batch = str(cfg.models[name]), cfg.batch.model_dump()
     if task == "classification":
-        return ClassifierModel.func_or_class(name, path, batch)
-    return GeneratorModel.func_or_class(name, path, batch, cfg.limits.model_dump())
+        return ClassifierModel, (name, path, batch)
+    return GeneratorModel, (name, path, batch, cfg.limits.model_dump())
+
+
+def _load(cfg: ServeConfig, name: str, task: str) -> Any:
+    """The model built in this process: what its deployment's replica would build."""
+    deployment, args = model_deployment(cfg, name, task)
+    return deployment.func_or_class(*args)
 
 
 async def _rest(gen: Any) -> Any:
@@ -282,10 +288,10 @@ def model_task(path: str | Path, name: str = "?") -> str:
     return "classification" if any("Classification" in a for a in archs or []) else "causal_lm"
 
 
-def model_options(cfg: ServeConfig, name: str) -> dict[str, Any]:
-    """`Deployment.options` for one model: replicas or autoscaling, queue limits, resources."""
+def replica_options(cfg: ServeConfig) -> dict[str, Any]:
+    """`Deployment.options` of the deployment holding the models: replicas or autoscaling,
+    queue limits, resources."""
     opts: dict[str, Any] = {
-        "name": f"model_{name}",
         "max_ongoing_requests": cfg.max_ongoing_requests,
         "max_queued_requests": cfg.max_queued_requests,
         "ray_actor_options": {"num_cpus": cfg.num_cpus, "num_gpus": cfg.num_gpus},
@@ -297,25 +303,24 @@ def model_options(cfg: ServeConfig, name: str) -> dict[str, Any]:
     return opts
 
 
+def model_options(cfg: ServeConfig, name: str) -> dict[str, Any]:
+    """`Deployment.options` for one model's own deployment."""
+    return {"name": f"model_{name}", **replica_options(cfg)}
+
+
 def build_application(cfg: ServeConfig) -> Any:
     """The bound Serve application for a validated config."""
     if not cfg.models:
         raise ConfigError("serve.models: no models to serve (give MODEL_DIR or serve.models)")
-    handles, tasks = {}, {}
-    batch, limits = cfg.batch.model_dump(), cfg.limits.model_dump()
+    tasks = {name: model_task(path, name) for name, path in cfg.models.items()}
     token = os.environ.get(cfg.auth_token_env)
-    token_sha256 = _sha256(token) if token else None
-    for name, path in cfg.models.items():
-        tasks[name] = model_task(path, name)
+    args = (tasks, cfg.model_dump(mode="json"), _sha256(token) if token else None)
     if cfg.colocate:  # one deployment: the ingress holds the models (see Ingress.__init__)
-        opts = {**model_options(cfg, "unused"), "name": "Ingress"}
-        return Ingress.options(**opts).bind({}, tasks, cfg.model_dump(mode="json"), token_sha256)
-    for name, path in cfg.models.items():
-        opts = model_options(cfg, name)
-        if tasks[name] == "classification":
-            handles[name] = ClassifierModel.options(**opts).bind(name, str(path), batch)
-        else:
-            handles[name] = GeneratorModel.options(**opts).bind(name, str(path), batch, limits)
+        return Ingress.options(**replica_options(cfg)).bind({}, *args)
+    handles = {}
+    for name, task in tasks.items():
+        deployment, init_args = model_deployment(cfg, name, task)
+        handles[name] = deployment.options(**model_options(cfg, name)).bind(*init_args)
     ingress = Ingress.options(
         max_ongoing_requests=cfg.ingress_max_ongoing_requests,
         # The ingress only awaits handles: let it queue as much as it runs, so overload is
@@ -323,7 +328,7 @@ def build_application(cfg: ServeConfig) -> Any:
         max_queued_requests=cfg.ingress_max_ongoing_requests,
         ray_actor_options={"num_cpus": 0},
     )
-    return ingress.bind(handles, tasks, cfg.model_dump(mode="json"), token_sha256)
+    return ingress.bind(handles, *args)
 
 
 def build_app(args: dict[str, Any]) -> Any:
