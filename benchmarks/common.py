@@ -1,5 +1,6 @@
 """Shared pieces of the training benchmarks: the tiny BERT classifier, synthetic token batches,
-a local Ray, and the per-step timing rule (steady state = every step after `skip`).
+a local Ray, the per-step timing rule (steady state = every step after `skip`), and the Ray
+nodes' Prometheus export (`node_metrics`).
 
 Not run directly; see benchmarks/train_step.py and benchmarks/ingest.py.
 """
@@ -10,6 +11,7 @@ import json
 import os
 import statistics
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -148,3 +150,16 @@ def put(config: dict, metrics: dict) -> None:
 
     if not dist.is_initialized() or dist.get_rank() == 0:
         Path(config["out"]).write_text(json.dumps(metrics))
+
+
+def node_metrics() -> list[str]:
+    """Every live Ray node's Prometheus export, one text per node (`ray.init` first)."""
+    import ray
+
+    texts = []
+    for node in ray.nodes():
+        port = node.get("MetricsExportPort")
+        if node.get("Alive") and port:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
+                texts.append(r.read().decode())
+    return texts

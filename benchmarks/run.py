@@ -16,7 +16,6 @@ import json
 import sys
 import time
 import traceback
-import urllib.request
 
 from benchmarks.harness import RESULTS, markdown_table
 
@@ -51,22 +50,19 @@ def summary() -> str:
 
 def prometheus_check() -> str:
     """Scrape this node's Prometheus export; which raylm_train_* gauges appear?"""
-    import ray
+    from benchmarks.common import node_metrics
 
-    ports = [n.get("MetricsExportPort") for n in ray.nodes() if n.get("Alive")]
     found: set[str] = set()
-    for port in filter(None, ports):
-        for _ in range(6):  # the agent exports every few seconds; worker gauges arrive late
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
-                text = r.read().decode()
-            found |= {
-                line.split("{")[0].split(" ")[0]
-                for line in text.splitlines()
-                if "raylm_train_" in line and not line.startswith("#")
-            }
-            if found:
-                break
-            time.sleep(5)
+    for _ in range(6):  # the agent exports every few seconds; worker gauges arrive late
+        found |= {
+            line.split("{")[0].split(" ")[0]
+            for text in node_metrics()
+            for line in text.splitlines()
+            if "raylm_train_" in line and not line.startswith("#")
+        }
+        if found:
+            break
+        time.sleep(5)
     return f"exported: {sorted(found)}" if found else "no raylm_train_* series in the export"
 
 

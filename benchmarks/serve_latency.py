@@ -31,11 +31,11 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from benchmarks.common import node_metrics
 from benchmarks.harness import Case, compare, write_results
 
 TEXT = "这本书的故事很精彩，物流也很快，包装完好，推荐大家购买。"
@@ -111,16 +111,17 @@ def latency_cases(url: str, model_dir: Path, n: int, apps: dict[str, str]) -> li
     ]
 
 
-def throughput_case(url: str, prefix: str, n: int, concurrency: int = 16, text: str = TEXT):
+def throughput_case(app_url: str, n: int, concurrency: int = 16, text: str = TEXT):
+    """n requests to {app_url}/v1/classify (app_url: http://host:port/prefix)."""
     import httpx
 
     async def run() -> dict[str, float]:
         todo = iter(range(n))
-        async with httpx.AsyncClient(base_url=url, timeout=60) as client:
+        async with httpx.AsyncClient(timeout=60) as client:
 
             async def worker() -> None:
                 for _ in todo:
-                    resp = await client.post(f"{prefix}/v1/classify", json={"texts": [text]})
+                    resp = await client.post(f"{app_url}/v1/classify", json={"texts": [text]})
                     resp.raise_for_status()
 
             t0 = time.perf_counter()
@@ -150,16 +151,9 @@ def batches_run(wait_s: float = 12.0) -> Counter:
     A counter is exact where Ray's histogram export (`serve_actual_batch_size`) is not: its sum
     is built from bucket midpoints.
     """
-    import ray
-
     time.sleep(wait_s)  # the node exports metrics every few seconds
     counts: Counter = Counter()
-    for node in ray.nodes():
-        port = node.get("MetricsExportPort")
-        if not node.get("Alive") or not port:
-            continue
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
-            text = r.read().decode()
+    for text in node_metrics():
         for line in text.splitlines():
             if line.startswith("ray_serve_batches_processed"):
                 series, value = line.rsplit(" ", 1)
@@ -207,14 +201,14 @@ def batching(name: str, pairs: dict[str, tuple[str, str]], text: str, n: int, no
     """
     before, cases = batches_run(), []
     for label, (unbatched, batched) in pairs.items():
-        cases.append(Case(f"{label}: unbatched (1)", throughput_case(unbatched, "", n, text=text)))
-        cases.append(Case(f"{label}: batched (16)", throughput_case(batched, "", n, text=text)))
-    repeats = notes.pop("repeats")
-    table = compare(cases, repeats=repeats, lower_is_better=False)
+        cases.append(Case(f"{label}: unbatched (1)", throughput_case(unbatched, n, text=text)))
+        cases.append(Case(f"{label}: batched (16)", throughput_case(batched, n, text=text)))
+    repeats, warmup = notes.pop("repeats"), 1
+    table = compare(cases, repeats=repeats, warmup=warmup, lower_is_better=False)
     meds = [r["median"] for r in table["rows"]]
     for i, label in enumerate(pairs):
         notes[f"batched / unbatched ({label})"] = round(meds[2 * i + 1] / meds[2 * i], 3)
-    after, rounds = batches_run(), 1 + repeats  # a warm-up round, then the repeats
+    after, rounds = batches_run(), warmup + repeats
     notes["mean realised batch size (requests / batches)"] = {
         app: round(n * rounds / (after[app] - before[app]), 2)
         for app in (url.rsplit("/", 1)[1] for pair in pairs.values() for url in pair)

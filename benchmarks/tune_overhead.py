@@ -32,8 +32,12 @@ ASHA = {"grace_period": 1, "reduction_factor": 4}
 
 
 def _cfg(tmp: Path, tune: dict, epochs: int) -> dict:
-    train = {"epochs": epochs, "log_every": 50, "keep_checkpoints": 1}
-    train["best_metric"] = "val_accuracy"
+    train = {
+        "epochs": epochs,
+        "log_every": 50,
+        "keep_checkpoints": 1,
+        "best_metric": "val_accuracy",
+    }
     recipe = sentiment_recipe(tmp, f"bench{next(_ids)}", runs="sweeps", **train)
     return {**recipe, "tune": tune}
 
