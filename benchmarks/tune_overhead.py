@@ -27,7 +27,7 @@ from benchmarks.harness import Case, compare, write_results
 from raylm.data.synthetic import sentiment_recipe, write_sentiment_corpus
 
 _ids = itertools.count()
-# Ray's default reduction factor (4): one rung at epoch 1 of 4, the best quarter goes on.
+# Ray's default reduction factor (4): rungs at epochs 1, 4, 16..., the best quarter goes on at each.
 ASHA = {"grace_period": 1, "reduction_factor": 4}
 
 
@@ -66,8 +66,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="one repeat, a smaller corpus")
     ap.add_argument("--only", choices=["overhead", "asha"], help="run one of the two parts")
+    ap.add_argument("--trials", type=int, default=16, help="trials per sweep (default 16)")
+    ap.add_argument("--epochs", type=int, default=4, help="epochs per ASHA-benchmark trial (max_t)")
     args = ap.parse_args()
-    n, slots, epochs, rows, repeats = (16, 2, 4, 800, 1) if args.quick else (16, 2, 4, 1600, 3)
+    n, slots, epochs = args.trials, 2, args.epochs
+    rows, repeats = (800, 1) if args.quick else (1600, 3)
 
     import ray
 

@@ -182,7 +182,13 @@ def load_settings(cfg: Config) -> TuneSettings:
         raise ConfigError(f"tune.metric: '{settings.metric}' is not a validation metric (val_*)")
     asha = settings.asha
     if asha.metric is None:
-        asha.metric, asha.mode = settings.metric, asha.mode or settings.mode
+        if asha.mode not in (None, settings.mode):  # ASHA would stop the best trials
+            raise ConfigError(
+                f"tune.asha.mode: '{asha.mode}' without tune.asha.metric applies to the sweep's "
+                f"metric '{settings.metric}', whose mode is '{settings.mode}'; name "
+                "tune.asha.metric or drop tune.asha.mode"
+            )
+        asha.metric, asha.mode = settings.metric, settings.mode
     elif not asha.metric.startswith("val_"):
         raise ConfigError(f"tune.asha.metric: '{asha.metric}' is not a validation metric (val_*)")
     elif asha.mode is None:

@@ -175,3 +175,12 @@ def test_asha_may_stop_on_another_metric_than_the_one_that_picks_the_winner():
         load_settings(_cfg(space, asha={"metric": "loss"}))
     with pytest.raises(ConfigError, match=r"tune.asha.mode"):
         load_settings(_cfg(space, asha={"metric": "val_loss", "mode": "lowest"}))
+
+
+def test_asha_mode_alone_must_agree_with_the_sweep_metric():
+    space = {"train.lr": {"loguniform": [1e-4, 1e-2]}}
+    # val_accuracy is maximised: 'min' alone would make ASHA stop the best trials.
+    with pytest.raises(ConfigError, match=r"tune.asha.mode: 'min' without tune.asha.metric"):
+        load_settings(_cfg(space, asha={"mode": "min"}))
+    s = load_settings(_cfg(space, asha={"mode": "max"}))
+    assert (s.asha.metric, s.asha.mode) == ("val_accuracy", "max")
