@@ -93,10 +93,11 @@ def serve(
 ):
     """Serve exported models over HTTP with Ray Serve (127.0.0.1 unless configured)."""
     from raylm.serve.cli import serve_command
+    from raylm.serve.schemas import ServeStartupError
 
     try:
         serve_command(target, config, build=build, output=output)
-    except (ConfigError, FileNotFoundError) as err:
+    except (ConfigError, FileNotFoundError, ServeStartupError) as err:
         typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)
         raise typer.Exit(1) from None
 

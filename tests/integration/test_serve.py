@@ -444,3 +444,23 @@ def test_colocated_app_answers_like_the_separate_one(url, http, models):
         assert "".join(ch.choices[0].text for ch in chunks if ch.choices) == want
     finally:
         serve.delete("colo")
+
+
+def test_replicas_that_cannot_be_placed_fail_after_the_startup_timeout(url, models, capsys):
+    """A replica asking for a GPU on a CPU-only cluster: a warning up front, what it waits on
+    while it waits, then a clear error and the app removed (not a silent hang)."""
+    from ray import serve
+
+    from raylm.serve.app import deploy
+    from raylm.serve.schemas import ServeStartupError
+
+    port = int(url.rsplit(":", 1)[1].split("/")[0])
+    cfg = {"port": port, "app_name": "gpu", "route_prefix": "/gpu", "num_gpus": 1}
+    cfg |= {"startup_timeout_s": 1, "auth_token_env": TOKEN_ENV}
+    with pytest.raises(ServeStartupError, match=r"'gpu' not running after 1 s.*model_clf"):
+        deploy({"clf": str(models["clf"])}, cfg)
+    out = capsys.readouterr().out
+    assert "no node has 1 CPU, 1 GPU for one replica (largest: " in out
+    assert "waiting (" in out and "STARTING" in out
+    app = serve.status().applications.get("gpu")
+    assert app is None or app.status.value == "DELETING"  # removed, not left pending

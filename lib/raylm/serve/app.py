@@ -37,6 +37,7 @@ from raylm.serve.schemas import (
     GenParams,
     QARequest,
     ServeConfig,
+    ServeStartupError,
     load_serve_config,
 )
 from raylm.train.checkpoint import read_model_meta
@@ -377,7 +378,10 @@ def deploy(
     if not ray.is_initialized():
         ray.init()
     serve.start(http_options=http_options(cfg))
-    serve.run(app, name=cfg.app_name, route_prefix=cfg.route_prefix, blocking=False)
+    if short := unplaceable(replica_needs(cfg), _node_resources()):
+        hint = "replicas wait for a node that fits (an autoscaler), up to serve.startup_timeout_s"
+        print(f"raylm serve: warning: {short}; {hint}", flush=True)
+    run_until_running(app, cfg)
     host = "127.0.0.1" if cfg.host in ("0.0.0.0", "::") else cfg.host
     url = f"http://{host}:{cfg.port}{cfg.route_prefix.rstrip('/')}"
     if blocking:
@@ -385,6 +389,80 @@ def deploy(
         _wait_for_signal()
         serve.delete(cfg.app_name)
     return url
+
+
+def replica_needs(cfg: ServeConfig) -> dict[str, float]:
+    """Resources one replica of the deployment holding the models reserves (ingress: 0 CPUs)."""
+    return {k: v for k, v in (("CPU", cfg.num_cpus), ("GPU", cfg.num_gpus)) if v > 0}
+
+
+def unplaceable(needs: dict[str, float], nodes: list[dict[str, float]]) -> str | None:
+    """Why no live node can hold one replica (checked on node totals), or None if one can."""
+    if not needs or any(all(n.get(k, 0) >= v for k, v in needs.items()) for n in nodes):
+        return None
+    largest = max(nodes, key=lambda n: (n.get("GPU", 0), n.get("CPU", 0)), default={})
+    have = {k: largest.get(k, 0) for k in needs}
+    return f"no node has {_fmt_res(needs)} for one replica (largest: {_fmt_res(have)})"
+
+
+def _fmt_res(res: dict[str, float]) -> str:
+    return ", ".join(f"{v:g} {k}" for k, v in res.items())
+
+
+def _node_resources() -> list[dict[str, float]]:
+    import ray
+
+    return [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+
+
+def _pending(app_name: str) -> str:
+    """The app's deployments that are not yet healthy, with Serve's message on each."""
+    app = serve.status().applications.get(app_name)
+    if app is None:
+        return "the application is being created"
+    parts = []
+    for name, dep in app.deployments.items():
+        if dep.status.value != "HEALTHY":
+            replicas = ", ".join(f"{n} {state}" for state, n in dep.replica_states.items())
+            parts.append(f"{name} {dep.status.value} ({replicas}) {dep.message}".strip())
+    return "; ".join(parts) or f"application {app.status.value}"
+
+
+def run_until_running(app: Any, cfg: ServeConfig, poll_s: float = 2.0) -> None:
+    """`serve.run` (which waits until every replica runs), saying what it waits for while it
+    waits, and giving up after `cfg.startup_timeout_s` with the app removed.
+
+    Raises ServeStartupError on timeout, and Serve's own error if a replica fails to start.
+    """
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            serve.run(app, name=cfg.app_name, route_prefix=cfg.route_prefix, blocking=False)
+        except BaseException as err:  # noqa: BLE001 - handed to the waiting thread
+            failure.append(err)
+
+    t0 = time.monotonic()
+    runner = threading.Thread(target=run, name="raylm-serve-run", daemon=True)
+    runner.start()
+    said = None
+    while runner.is_alive():
+        runner.join(poll_s)
+        waited = time.monotonic() - t0
+        if not runner.is_alive() or waited < 10:
+            continue
+        pending = _pending(cfg.app_name)
+        if pending != said:  # say it once per change, not every poll
+            print(f"raylm serve: waiting ({waited:.0f} s): {pending}", flush=True)
+            said = pending
+        if waited > cfg.startup_timeout_s:
+            serve.delete(cfg.app_name, _blocking=False)
+            raise ServeStartupError(
+                f"serve app '{cfg.app_name}' not running after {cfg.startup_timeout_s:g} s "
+                f"(serve.startup_timeout_s); removed it. Waiting on: {pending}"
+            )
+    if failure:
+        raise failure[0]
 
 
 def _wait_for_signal() -> None:

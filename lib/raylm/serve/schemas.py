@@ -95,6 +95,13 @@ class ServeConfig(_Strict):
         "replicas, queue and resource settings then apply to that one deployment.",
     )
     request_timeout_s: float = Field(60, gt=0, description="Per-request deadline (then 504).")
+    startup_timeout_s: float = Field(
+        900,
+        gt=0,
+        description="Give up (and remove the app) if its replicas are not all running by then: "
+        "enough for an autoscaler to add a GPU node, short of waiting forever on one that never "
+        "comes.",
+    )
     num_cpus: float = Field(1, ge=0, description="CPUs reserved per model replica.")
     num_gpus: float = Field(0, ge=0, description="GPUs reserved per model replica.")
     batch: BatchConfig = Field(default_factory=BatchConfig)
@@ -139,6 +146,10 @@ def load_serve_config(raw: dict[str, Any] | None, source: str = "<serve config>"
 
 
 # ------------------------------------------------------------------------------------- errors
+class ServeStartupError(RuntimeError):
+    """The application did not reach RUNNING within `serve.startup_timeout_s`."""
+
+
 class ApiError(Exception):
     """An error with an HTTP status and an OpenAI-style body; raised anywhere, answered as JSON."""
 

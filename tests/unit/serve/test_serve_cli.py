@@ -147,3 +147,23 @@ def test_batch_wait_applies_only_with_company():
     with company.track(3):  # one request of three texts: they can share a batch
         pass
     assert fn.waits == [0.0, 0.02, 0.02] and company.items == 0
+
+
+def test_unplaceable_replicas_are_named_before_serve_waits_on_them():
+    from raylm.serve.app import replica_needs, unplaceable
+    from raylm.serve.schemas import load_serve_config
+
+    cpu_nodes = [{"CPU": 2.0, "memory": 1e9}, {"CPU": 8.0}]
+    assert replica_needs(load_serve_config({"num_cpus": 0})) == {}
+    assert unplaceable(replica_needs(load_serve_config({})), cpu_nodes) is None
+    needs = replica_needs(load_serve_config({"num_cpus": 4, "num_gpus": 1}))
+    assert unplaceable(needs, cpu_nodes) == (
+        "no node has 4 CPU, 1 GPU for one replica (largest: 8 CPU, 0 GPU)"
+    )
+    # Enough in total but not on one node: still unplaceable.
+    split = [{"CPU": 2.0, "GPU": 1.0}, {"CPU": 8.0}]
+    assert unplaceable(needs, split).endswith("(largest: 2 CPU, 1 GPU)")
+    assert unplaceable(needs, [*split, {"CPU": 4.0, "GPU": 8.0}]) is None
+    assert (
+        unplaceable(needs, []) == "no node has 4 CPU, 1 GPU for one replica (largest: 0 CPU, 0 GPU)"
+    )
