@@ -191,34 +191,24 @@ def batches_run(wait_s: float = 12.0) -> Counter:
     return counts
 
 
+def app_config(name: str) -> dict[str, Any]:
+    colocate, size, _ = APPS[name]
+    return {
+        "port": PORT,
+        "num_cpus": 0.25,  # 6 apps on 2 CPUs
+        "max_ongoing_requests": 32,
+        "app_name": f"bench_{name}",
+        "route_prefix": f"/{name}",
+        "colocate": colocate,
+        "batch": {"max_batch_size": size, "batch_wait_timeout_s": 0.005},
+    }
+
+
 def deploy_apps(names: tuple[str, ...], dirs: dict[str, Path]) -> None:
     from raylm.serve.app import deploy
 
     for name in names:
-        colocate, size, preset = APPS[name]
-        cfg = {
-            "port": PORT,
-            "num_cpus": 0.25,  # 6 apps on 2 CPUs
-            "max_ongoing_requests": 32,
-            "app_name": f"bench_{name}",
-            "route_prefix": f"/{name}",
-            "colocate": colocate,
-            "batch": {"max_batch_size": size, "batch_wait_timeout_s": 0.005},
-        }
-        deploy({"clf": str(dirs[preset])}, cfg)
-
-
-def find_direct_port(prefix: str, first: int = 30000, tries: int = 40) -> int:
-    """The port of the app's ingress replica in direct-ingress mode (Ray assigns from 30000)."""
-    import httpx
-
-    for port in range(first, first + tries):
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/{prefix}/healthz", timeout=2).status_code == 200:
-                return port
-        except httpx.TransportError:
-            continue
-    raise RuntimeError(f"no direct-ingress replica answers /{prefix}/healthz")
+        deploy({"clf": str(dirs[APPS[name][2]])}, app_config(name))
 
 
 def batching(name: str, pairs: dict[str, tuple[str, str]], text: str, n: int, notes: dict):
@@ -281,11 +271,16 @@ def proxy_phase(dirs: dict[str, Path], n_lat: int, n_tput: int, repeats: int) ->
 def direct_phase(dirs: dict[str, Path], n_lat: int, n_tput: int, repeats: int) -> None:
     """RAY_SERVE_THROUGHPUT_OPTIMIZED=1: the client calls the ingress replica's own port."""
     deploy_apps(DIRECT_APPS, dirs)
-    urls = {a: f"http://127.0.0.1:{find_direct_port(a)}" for a in DIRECT_APPS}
+    from raylm.serve.app import direct_ingress_urls
+    from raylm.serve.schemas import load_serve_config
+
+    # The client calls each app's ingress replica on its own port: http://127.0.0.1:30000/cb
+    urls = {a: direct_ingress_urls(load_serve_config(app_config(a)))[0] for a in DIRECT_APPS}
     setup = "tiny BERT (2x128), colocated, direct ingress (no proxy), sequential, 2 CPUs"
     apps = {"colocated, direct ingress": "cb"}
-    latency("serve_direct_ingress", urls["cb"], dirs["tiny"], apps, n_lat, repeats, setup)
-    pairs = {"colocated, direct ingress": (f"{urls['cu']}/cu", f"{urls['cb']}/cb")}
+    base = urls["cb"].rsplit("/", 1)[0]
+    latency("serve_direct_ingress", base, dirs["tiny"], apps, n_lat, repeats, setup)
+    pairs = {"colocated, direct ingress": (urls["cu"], urls["cb"])}
     setup = "colocated tiny BERT, 1 replica (0.25 CPU), direct ingress, a 30-character text"
     batching("serve_direct_batching", pairs, TEXT, n_tput, {"repeats": repeats, "setup": setup})
 

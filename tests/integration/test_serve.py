@@ -13,6 +13,8 @@ import asyncio
 import json
 import os
 import socket
+import sys
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -462,5 +464,57 @@ def test_replicas_that_cannot_be_placed_fail_after_the_startup_timeout(url, mode
     out = capsys.readouterr().out
     assert "no node has 1 CPU, 1 GPU for one replica (largest: " in out
     assert "waiting (" in out and "STARTING" in out
-    app = serve.status().applications.get("gpu")
-    assert app is None or app.status.value == "DELETING"  # removed, not left pending
+    for _ in range(60):  # the delete was asked for without waiting: removed, not left pending
+        app = serve.status().applications.get("gpu")
+        if app is None or app.status.value == "DELETING":
+            break
+        time.sleep(0.5)
+    assert app is None or app.status.value == "DELETING", app
+
+
+def test_raylm_serve_cli_prints_direct_ingress_and_stops_on_sigint(url, http, models, tmp_path):
+    """`raylm serve` end to end in its own process and its own Ray started with Ray's
+    RAY_SERVE_THROUGHPUT_OPTIMIZED=1: it prints the replica's direct URL, which answers like the
+    proxy; Ctrl-C removes the app and exits 0. In this session's Ray direct ingress is off."""
+    import queue
+    import signal
+    import subprocess
+    import threading
+
+    import httpx
+    import yaml
+
+    from raylm.serve.app import direct_ingress_urls
+    from raylm.serve.schemas import load_serve_config
+
+    assert direct_ingress_urls(load_serve_config({"app_name": "raylm"})) == []
+    port = _free_port()
+    serve_yaml = tmp_path / "serve.yaml"
+    serve_yaml.write_text(
+        yaml.safe_dump({"serve": {"port": port, "colocate": True, "num_cpus": 0.5}})
+    )
+    env = {**os.environ, "RAY_ADDRESS": "local", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}
+    env.pop(TOKEN_ENV, None)
+    argv = [sys.executable, "-m", "raylm.cli", "serve", str(models["clf"]), "-c", str(serve_yaml)]
+    proc = subprocess.Popen(
+        argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    lines: queue.Queue = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(x) for x in proc.stdout], daemon=True).start()
+    seen: list[str] = []
+    try:
+        while not any("direct ingress (no proxy): " in x for x in seen):
+            seen.append(lines.get(timeout=240))
+        direct = next(x for x in seen if "direct ingress" in x).split(": ", 2)[-1].strip()
+        assert direct.startswith("http://127.0.0.1:") and not direct.endswith(f":{port}")
+        body = {"texts": TEXTS}
+        got = httpx.post(f"{direct}/v1/classify", json=body, timeout=60).json()["results"]
+        via_proxy = httpx.post(f"http://127.0.0.1:{port}/v1/classify", json=body, timeout=60)
+        want = http.post("/v1/classify", json={"model": "clf", **body}).json()["results"]
+        assert [r["label"] for r in got] == [r["label"] for r in want]
+        assert via_proxy.json()["results"] == got
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=120) == 0, "".join(seen[-20:])
+    finally:
+        if proc.poll() is None:
+            proc.kill()

@@ -386,6 +386,8 @@ def deploy(
     url = f"http://{host}:{cfg.port}{cfg.route_prefix.rstrip('/')}"
     if blocking:
         print(f"raylm serve: {url} (docs: {url}/docs); Ctrl-C stops", flush=True)
+        for direct in direct_ingress_urls(cfg):
+            print(f"raylm serve: direct ingress (no proxy): {direct}", flush=True)
         _wait_for_signal()
         serve.delete(cfg.app_name)
     return url
@@ -463,6 +465,27 @@ def run_until_running(app: Any, cfg: ServeConfig, poll_s: float = 2.0) -> None:
             )
     if failure:
         raise failure[0]
+
+
+def direct_ingress_urls(cfg: ServeConfig) -> list[str]:
+    """The app's ingress replicas' own URLs under Ray's direct ingress, else [].
+
+    Ray turns it on where it starts with RAY_SERVE_THROUGHPUT_OPTIMIZED=1 (or
+    RAY_SERVE_ENABLE_DIRECT_INGRESS=1): each ingress replica then answers HTTP on its own port
+    (30000 up) with the same host as the proxy, skipping the proxy hop. Ray marks it alpha.
+    """
+    import ray
+    from ray.serve._private.constants import SERVE_CONTROLLER_NAME, SERVE_NAMESPACE
+
+    controller = ray.get_actor(SERVE_CONTROLLER_NAME, namespace=SERVE_NAMESPACE)
+    groups = ray.get(controller.get_target_groups.remote(cfg.app_name))
+    loopback = cfg.host in ("127.0.0.1", "localhost", "::1")
+    return [  # without direct ingress the groups are the proxies'
+        f"http://{'127.0.0.1' if loopback else t.ip}:{t.port}{g.route_prefix.rstrip('/')}"
+        for g in groups
+        if g.app_name == cfg.app_name and g.protocol.value == "HTTP"
+        for t in g.targets
+    ]
 
 
 def _wait_for_signal() -> None:
