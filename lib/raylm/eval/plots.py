@@ -246,6 +246,10 @@ def plot_trials(
             label=f"{trial} ({mode} {scored[trial]:.4g})",
         )  # fmt: skip
     ax.set_xlabel(x_label)
+    if all(float(x).is_integer() for pts in curves.values() for x, _ in pts):
+        from matplotlib.ticker import MaxNLocator
+
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs/steps: no 1.25 ticks
     ax.set_ylabel(metric)
     title = f"{metric} per trial" + (f" (best: {best})" if best is not None else "")
     ax.set_title(title)
