@@ -518,3 +518,20 @@ def test_raylm_serve_cli_prints_direct_ingress_and_stops_on_sigint(url, http, mo
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_a_model_that_fails_to_load_is_a_startup_error(url, models, tmp_path):
+    """Weights that are not a checkpoint: the replica fails in its constructor; deploy raises
+    ServeStartupError carrying Serve's message about the file, not a bare RuntimeError."""
+    import shutil
+
+    from raylm.serve.app import deploy
+    from raylm.serve.schemas import ServeStartupError
+
+    bad = shutil.copytree(models["clf"], tmp_path / "bad")
+    (bad / "model.safetensors").write_bytes(b"not a safetensors file")
+    port = int(url.rsplit(":", 1)[1].split("/")[0])
+    cfg = {"port": port, "app_name": "bad", "route_prefix": "/bad", "colocate": True}
+    cfg |= {"num_cpus": 0.5, "auth_token_env": TOKEN_ENV}
+    with pytest.raises(ServeStartupError, match=r"(?s)'bad' failed to start.*safetensors"):
+        deploy({"bad": str(bad)}, cfg)

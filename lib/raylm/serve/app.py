@@ -426,15 +426,22 @@ def _pending(app_name: str) -> str:
     for name, dep in app.deployments.items():
         if dep.status.value != "HEALTHY":
             replicas = ", ".join(f"{n} {state}" for state, n in dep.replica_states.items())
-            parts.append(f"{name} {dep.status.value} ({replicas}) {dep.message}".strip())
+            state = f"{dep.status.value} ({replicas})" if replicas else dep.status.value
+            parts.append(f"{name} {state} {_brief(dep.message)}".strip())
     return "; ".join(parts) or f"application {app.status.value}"
+
+
+def _brief(message: str) -> str:
+    """A Serve status message on one line: a replica's traceback becomes its last line."""
+    lines = [x.strip() for x in message.strip().splitlines() if x.strip()]
+    return " ... ".join(lines[:1] + lines[-1:]) if len(lines) > 1 else "".join(lines)
 
 
 def run_until_running(app: Any, cfg: ServeConfig, poll_s: float = 2.0) -> None:
     """`serve.run` (which waits until every replica runs), saying what it waits for while it
     waits, and giving up after `cfg.startup_timeout_s` with the app removed.
 
-    Raises ServeStartupError on timeout, and Serve's own error if a replica fails to start.
+    Raises ServeStartupError on timeout or when a replica fails to start (Serve's message kept).
     """
     failure: list[BaseException] = []
 
@@ -463,8 +470,12 @@ def run_until_running(app: Any, cfg: ServeConfig, poll_s: float = 2.0) -> None:
                 f"serve app '{cfg.app_name}' not running after {cfg.startup_timeout_s:g} s "
                 f"(serve.startup_timeout_s); removed it. Waiting on: {pending}"
             )
-    if failure:
-        raise failure[0]
+    if failure:  # e.g. a replica that cannot load its model: Serve gives up after retries
+        err = failure[0]
+        if isinstance(err, (KeyboardInterrupt, SystemExit)):
+            raise err
+        why = _pending(cfg.app_name)  # Serve's error says only which deployment failed
+        raise ServeStartupError(f"serve app '{cfg.app_name}' failed to start: {why}") from err
 
 
 def direct_ingress_urls(cfg: ServeConfig) -> list[str]:

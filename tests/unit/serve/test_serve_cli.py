@@ -167,3 +167,12 @@ def test_unplaceable_replicas_are_named_before_serve_waits_on_them():
     assert (
         unplaceable(needs, []) == "no node has 4 CPU, 1 GPU for one replica (largest: 0 CPU, 0 GPU)"
     )
+
+
+def test_serve_status_messages_are_told_on_one_line():
+    from raylm.serve.app import _brief
+
+    assert _brief("") == ""
+    assert _brief("  waiting for a node \n") == "waiting for a node"
+    trace = "Failed 3 times. Error:\nTraceback (most recent call last):\n  File x\nValueError: bad"
+    assert _brief(trace) == "Failed 3 times. Error: ... ValueError: bad"
