@@ -205,7 +205,7 @@ def app_config(name: str) -> dict[str, Any]:
 
 
 def deploy_apps(names: tuple[str, ...], dirs: dict[str, Path]) -> None:
-    from raylm.serve.app import deploy
+    from raylm.serve.launch import deploy
 
     for name in names:
         deploy({"clf": str(dirs[APPS[name][2]])}, app_config(name))
@@ -270,10 +270,10 @@ def proxy_phase(dirs: dict[str, Path], n_lat: int, n_tput: int, repeats: int) ->
 
 def direct_phase(dirs: dict[str, Path], n_lat: int, n_tput: int, repeats: int) -> None:
     """RAY_SERVE_THROUGHPUT_OPTIMIZED=1: the client calls the ingress replica's own port."""
-    deploy_apps(DIRECT_APPS, dirs)
-    from raylm.serve.app import direct_ingress_urls
+    from raylm.serve.launch import direct_ingress_urls
     from raylm.serve.schemas import load_serve_config
 
+    deploy_apps(DIRECT_APPS, dirs)
     # The client calls each app's ingress replica on its own port: http://127.0.0.1:30000/cb
     urls = {a: direct_ingress_urls(load_serve_config(app_config(a)))[0] for a in DIRECT_APPS}
     setup = "tiny BERT (2x128), colocated, direct ingress (no proxy), sequential, 2 CPUs"

@@ -89,6 +89,11 @@ def make_models(root: Path) -> dict[str, Path]:
     return {"clf": root / "clf", "lm": root / "lm"}
 
 
+def _port(url: str) -> int:
+    """The port of the module app's URL: other apps share its Serve proxy."""
+    return int(url.rsplit(":", 1)[1].split("/")[0])
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -104,7 +109,7 @@ def models(tmp_path_factory):
 def url(ray_session, models):
     from ray import serve
 
-    from raylm.serve.app import deploy
+    from raylm.serve.launch import deploy
 
     cfg = {
         "port": _free_port(),
@@ -417,9 +422,9 @@ def test_colocated_app_answers_like_the_separate_one(url, http, models):
     from openai import OpenAI
     from ray import serve
 
-    from raylm.serve.app import deploy
+    from raylm.serve.launch import deploy
 
-    port = int(url.rsplit(":", 1)[1].split("/")[0])
+    port = _port(url)
     cfg = {"port": port, "app_name": "colo", "route_prefix": "/colo", "colocate": True}
     cfg |= {"num_cpus": 0.5, "auth_token_env": TOKEN_ENV, "limits": LIMITS}
     colo = deploy({k: str(v) for k, v in models.items()}, cfg)
@@ -453,10 +458,10 @@ def test_replicas_that_cannot_be_placed_fail_after_the_startup_timeout(url, mode
     while it waits, then a clear error and the app removed (not a silent hang)."""
     from ray import serve
 
-    from raylm.serve.app import deploy
+    from raylm.serve.launch import deploy
     from raylm.serve.schemas import ServeStartupError
 
-    port = int(url.rsplit(":", 1)[1].split("/")[0])
+    port = _port(url)
     cfg = {"port": port, "app_name": "gpu", "route_prefix": "/gpu", "num_gpus": 1}
     cfg |= {"startup_timeout_s": 1, "auth_token_env": TOKEN_ENV}
     with pytest.raises(ServeStartupError, match=r"'gpu' not running after 1 s.*model_clf"):
@@ -484,7 +489,7 @@ def test_raylm_serve_cli_prints_direct_ingress_and_stops_on_sigint(url, http, mo
     import httpx
     import yaml
 
-    from raylm.serve.app import direct_ingress_urls
+    from raylm.serve.launch import direct_ingress_urls
     from raylm.serve.schemas import load_serve_config
 
     assert direct_ingress_urls(load_serve_config({"app_name": "raylm"})) == []
@@ -525,12 +530,12 @@ def test_a_model_that_fails_to_load_is_a_startup_error(url, models, tmp_path):
     ServeStartupError carrying Serve's message about the file, not a bare RuntimeError."""
     import shutil
 
-    from raylm.serve.app import deploy
+    from raylm.serve.launch import deploy
     from raylm.serve.schemas import ServeStartupError
 
     bad = shutil.copytree(models["clf"], tmp_path / "bad")
     (bad / "model.safetensors").write_bytes(b"not a safetensors file")
-    port = int(url.rsplit(":", 1)[1].split("/")[0])
+    port = _port(url)
     cfg = {"port": port, "app_name": "bad", "route_prefix": "/bad", "colocate": True}
     cfg |= {"num_cpus": 0.5, "auth_token_env": TOKEN_ENV}
     with pytest.raises(ServeStartupError, match=r"(?s)'bad' failed to start.*safetensors"):

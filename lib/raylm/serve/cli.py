@@ -65,7 +65,7 @@ def model_name(model_dir: Path) -> str:
 
 def deploy_config(cfg: ServeConfig) -> dict[str, Any]:
     """A `serve deploy` / RayService `serveConfigV2` document for this serve config."""
-    from raylm.serve.app import http_options
+    from raylm.serve.launch import http_options
 
     args = cfg.model_dump(mode="json", exclude_defaults=True)
     args["models"] = {name: str(Path(path).resolve()) for name, path in cfg.models.items()}
@@ -108,6 +108,6 @@ def serve_command(
         out = write_deploy_config(cfg, output or model_dir.parent / "serve_deploy.yaml")
         print(f"wrote {out}; deploy with: serve deploy {out}")
         return str(out)
-    from raylm.serve.app import deploy
+    from raylm.serve.launch import deploy
 
     return deploy({}, cfg, blocking=True)

@@ -147,7 +147,8 @@ def load_serve_config(raw: dict[str, Any] | None, source: str = "<serve config>"
 
 # ------------------------------------------------------------------------------------- errors
 class ServeStartupError(RuntimeError):
-    """The application did not reach RUNNING within `serve.startup_timeout_s`."""
+    """The application did not reach RUNNING: a replica failed to start, or
+    `serve.startup_timeout_s` passed with replicas still waiting (e.g. for a node that fits)."""
 
 
 class ApiError(Exception):

@@ -150,7 +150,7 @@ def test_batch_wait_applies_only_with_company():
 
 
 def test_unplaceable_replicas_are_named_before_serve_waits_on_them():
-    from raylm.serve.app import replica_needs, unplaceable
+    from raylm.serve.launch import replica_needs, unplaceable
     from raylm.serve.schemas import load_serve_config
 
     cpu_nodes = [{"CPU": 2.0, "memory": 1e9}, {"CPU": 8.0}]
@@ -170,7 +170,7 @@ def test_unplaceable_replicas_are_named_before_serve_waits_on_them():
 
 
 def test_serve_status_messages_are_told_on_one_line():
-    from raylm.serve.app import _brief
+    from raylm.serve.launch import _brief
 
     assert _brief("") == ""
     assert _brief("  waiting for a node \n") == "waiting for a node"
