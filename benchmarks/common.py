@@ -23,7 +23,7 @@ def make_model():
     import torch
 
     from raylm.config import ModelConfig
-    from raylm.models.build import build_model
+    from raylm.tasks import build_model
 
     torch.manual_seed(SEED)
     return build_model(ModelConfig(task="classification", preset="tiny"), VOCAB, 2, PAD)
@@ -45,7 +45,7 @@ def batches(n: int) -> list[dict[str, Any]]:
     """`n` model-ready batches, padded by raylm's own collate (identical for every case)."""
     import numpy as np
 
-    from raylm.train.tasks import collate_classification
+    from raylm.data.collate import collate_classification
 
     rows = token_rows(n * BATCH)
     out = []

@@ -160,8 +160,7 @@ def raylm_worker(config: dict[str, Any]) -> None:
 
     from raylm.config import TrainConfig
     from raylm.train.deepspeed import Engine
-    from raylm.train.loop import Meter
-    from raylm.train.tasks import count_tokens
+    from raylm.train.loop import Meter, train_step
 
     a = config["args"]
     t0 = time.perf_counter()
@@ -184,10 +183,7 @@ def raylm_worker(config: dict[str, Any]) -> None:
     for i in range(a["steps"]):
         _sync(engine.device)
         s = time.perf_counter()
-        batch = data[i % len(data)]
-        loss = engine.forward_backward(batch)
-        meter.add(loss, len(batch["input_ids"]), count_tokens(batch))
-        engine.step()
+        train_step(engine, meter, data[i % len(data)])
         if engine.global_step % cfg.log_every == 0:
             meter.read()
         _sync(engine.device)

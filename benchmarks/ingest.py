@@ -19,7 +19,6 @@ import random
 import tempfile
 import time
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 from benchmarks import common
@@ -40,9 +39,9 @@ def ingest_worker(config: dict[str, Any]) -> None:
     import ray.train
     import torch
 
+    from raylm.data.collate import collate_classification
     from raylm.train.deepspeed import Engine
-    from raylm.train.loop import Meter, _batches
-    from raylm.train.tasks import count_tokens
+    from raylm.train.loop import Meter, batches, train_step
 
     torch.set_num_threads(1)
     cfg = common.train_config(1, 2, config["steps"])
@@ -50,8 +49,8 @@ def ingest_worker(config: dict[str, Any]) -> None:
     engine = Engine.create(common.make_model(), cfg, config["steps"])
     meter = Meter(1.0, 1e11)
     if config["stream"]:
-        shim = SimpleNamespace(model=SimpleNamespace(task="classification"), train=cfg)
-        source = iter(_batches(ray.train.get_dataset_shard("train"), shim, 0, common.PAD, True))
+        shard = ray.train.get_dataset_shard("train")
+        source = iter(batches(shard, cfg, collate_classification, 0, common.PAD, True))
     else:
         data = common.batches(8)
         source = (data[i % len(data)] for i in range(config["steps"]))
@@ -62,10 +61,7 @@ def ingest_worker(config: dict[str, Any]) -> None:
         if batch is None:
             break
         t_got = time.perf_counter()
-        batch = {k: v.to(engine.device) for k, v in batch.items()}
-        loss = engine.forward_backward(batch)
-        meter.add(loss, len(batch["input_ids"]), count_tokens(batch))
-        engine.step()
+        train_step(engine, meter, batch)
         if engine.global_step % cfg.log_every == 0:
             meter.read()
         waits.append(t_got - t_end)

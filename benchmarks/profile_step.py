@@ -3,9 +3,10 @@
     python -m benchmarks.profile_step --zero 2      # the train_step benchmark's model and batches
     python -m benchmarks.profile_step --zero 0 --top 25
 
-One process, no Ray (a gloo world of 1, as Ray Train would start): the same Engine, Meter and
-batches as benchmarks/train_step.py. Prints the share of the timed steps spent in forward+backward
-vs Engine.step (optimizer, ZeRO bookkeeping, LR schedule) and the top functions by own time.
+One process, no Ray (a gloo world of 1, as Ray Train would start): the loop's own `train_step`
+on the same Engine, Meter and batches as benchmarks/train_step.py. Prints the share of the timed
+steps spent in forward+backward vs Engine.step (optimizer, ZeRO bookkeeping, LR schedule) vs the
+meter, read from the profile, and the top functions by own time.
 """
 
 from __future__ import annotations
@@ -37,8 +38,7 @@ def main(argv: list[str] | None = None) -> None:
     import torch.distributed as dist
 
     from raylm.train.deepspeed import Engine
-    from raylm.train.loop import Meter
-    from raylm.train.tasks import count_tokens
+    from raylm.train.loop import Meter, train_step
 
     torch.set_num_threads(1)
     dist.init_process_group("gloo")  # as Ray Train does for a CPU worker group (here of one)
@@ -46,36 +46,37 @@ def main(argv: list[str] | None = None) -> None:
     engine = Engine.create(common.make_model(), cfg, args.steps + args.warmup)
     meter = Meter(1.0, 1e11)
     data = common.batches(8)
-    phases = {"forward_backward": 0.0, "engine.step": 0.0, "meter": 0.0}
 
-    def step(i: int, timed: bool) -> None:
-        batch = data[i % len(data)]
-        t0 = time.perf_counter()
-        loss = engine.forward_backward(batch)
-        t1 = time.perf_counter()
-        engine.step()
-        t2 = time.perf_counter()
-        meter.add(loss, len(batch["input_ids"]), count_tokens(batch))
+    def step(i: int) -> None:
+        train_step(engine, meter, data[i % len(data)])
         if engine.global_step % cfg.log_every == 0:
             meter.read()
-        t3 = time.perf_counter()
-        if timed:
-            phases["forward_backward"] += t1 - t0
-            phases["engine.step"] += t2 - t1
-            phases["meter"] += t3 - t2
 
     for i in range(args.warmup):
-        step(i, False)
+        step(i)
     prof = cProfile.Profile()
+    t0 = time.perf_counter()
     prof.enable()
     for i in range(args.steps):
-        step(i, True)
+        step(i)
     prof.disable()
-    total = sum(phases.values())
+    total = time.perf_counter() - t0
+    stats = pstats.Stats(prof)
+    # Cumulative time of each phase's functions (callees included), read from the profile.
+    phases = {
+        "forward_backward": ("deepspeed.py", ("forward_backward",)),
+        "engine.step": ("deepspeed.py", ("step",)),
+        "meter": ("loop.py", ("add", "read")),
+    }
     print(f"ZeRO-{args.zero}, {args.steps} steps, {1000 * total / args.steps:.1f} ms/step:")
-    for name, sec in phases.items():
+    for name, (owner, funcs) in phases.items():
+        sec = sum(
+            ct
+            for (path, _, fn), (_, _, _, ct, _) in stats.stats.items()  # type: ignore[attr-defined]
+            if fn in funcs and path.endswith(owner)
+        )
         print(f"  {name:18s} {1000 * sec / args.steps:7.1f} ms  {100 * sec / total:5.1f}%")
-    pstats.Stats(prof).sort_stats("tottime").print_stats(args.top)
+    stats.sort_stats("tottime").print_stats(args.top)
 
 
 if __name__ == "__main__":

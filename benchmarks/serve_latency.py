@@ -49,7 +49,7 @@ def make_classifier(out: Path, preset: str = "tiny") -> Path:
 
     from raylm.config import ModelConfig, TokenizerConfig
     from raylm.data.tokenizer import train_tokenizer
-    from raylm.models.build import build_model
+    from raylm.tasks import build_model
 
     torch.manual_seed(0)
     tok = train_tokenizer(CORPUS, TokenizerConfig(vocab_size=300, min_frequency=1), out)

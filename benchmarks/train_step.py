@@ -7,7 +7,7 @@ Same tiny BERT classifier (2 layers, hidden 128), same synthetic batches (32 row
 padded by raylm's collate), one thread per process, AdamW + linear LR + grad clipping 1.0.
 1 process: a plain loop vs raylm 1 worker (ZeRO-0, ZeRO-2). 2 processes: DDP over gloo (two
 processes we spawn) vs raylm 2 workers (ZeRO-0, ZeRO-2). raylm's step is what its loop runs:
-`Engine.forward_backward`, `Meter.add`, `Engine.step`, and a `Meter.read` (all-reduce) every
+`raylm.train.loop.train_step` (the loop's own step) and a `Meter.read` (all-reduce) every
 `log_every` steps; it is timed inside the worker with in-memory batches (the input pipeline is
 benchmarks/ingest.py's subject). Steady state = the mean step after `skip` warm-up steps; startup
 (process/worker-group start, model build, engine init) is reported apart as `startup_s`.
@@ -116,8 +116,7 @@ def raylm_worker(config: dict[str, Any]) -> None:
     import torch.distributed as dist
 
     from raylm.train.deepspeed import Engine
-    from raylm.train.loop import Meter
-    from raylm.train.tasks import count_tokens
+    from raylm.train.loop import Meter, train_step
 
     t_start = config["t_launch"]
     torch.set_num_threads(1)
@@ -131,10 +130,7 @@ def raylm_worker(config: dict[str, Any]) -> None:
     times = []
     for i in range(config["steps"]):
         t0 = time.perf_counter()
-        batch = {k: v.to(engine.device) for k, v in data[i % len(data)].items()}
-        loss = engine.forward_backward(batch)
-        meter.add(loss, len(batch["input_ids"]), count_tokens(batch))
-        engine.step()
+        train_step(engine, meter, data[i % len(data)])
         if engine.global_step % cfg.log_every == 0:
             meter.read()
         times.append(time.perf_counter() - t0)

@@ -45,7 +45,7 @@ def _cfg(tmp: Path, tune: dict, epochs: int) -> dict:
 
 
 def _sweep(tmp: Path, tune: dict, epochs: int) -> dict[str, float]:
-    from raylm.config import config_from_dict
+    from raylm.recipe import config_from_dict
     from raylm.tune.search import run_sweep
 
     t0 = time.perf_counter()
@@ -77,7 +77,7 @@ def main() -> None:
     import ray
 
     from raylm import stages
-    from raylm.config import config_from_dict
+    from raylm.recipe import config_from_dict
 
     ray.init(num_cpus=2 * slots, include_dashboard=True)
     tmp = Path(tempfile.mkdtemp(prefix="raylm_tune_bench_"))

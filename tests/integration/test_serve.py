@@ -57,7 +57,7 @@ def make_models(root: Path) -> dict[str, Path]:
 
     from raylm.config import ModelConfig, TokenizerConfig
     from raylm.data.tokenizer import train_tokenizer
-    from raylm.models.build import build_model
+    from raylm.tasks import build_model
 
     corpus = TEXTS * 4
     torch.manual_seed(0)

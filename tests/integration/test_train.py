@@ -15,8 +15,8 @@ import torch
 from safetensors.torch import load_file
 
 from raylm import stages
-from raylm.config import config_from_dict
 from raylm.data.synthetic import sentiment_recipe, write_sentiment_corpus
+from raylm.recipe import config_from_dict
 
 pytestmark = pytest.mark.integration
 
@@ -58,7 +58,7 @@ def test_two_workers_zero2_loss_falls_and_params_change(prepared):
     assert summary["best_metrics"]["val_accuracy"] > 0.65  # chance is 0.5
 
     # Same seed, same builder -> the initial weights; the trained ones must differ.
-    from raylm.models.build import build_model
+    from raylm.tasks import build_model
 
     torch.manual_seed(cfg.train.seed)
     trained = load_file(str(Path(summary["best_checkpoint"]) / "hf" / "model.safetensors"))

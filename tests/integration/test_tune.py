@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 
 from raylm import stages
-from raylm.config import config_from_dict, load_config
 from raylm.data.synthetic import sentiment_recipe, write_sentiment_corpus
+from raylm.recipe import config_from_dict, load_config
 
 pytestmark = pytest.mark.integration
 
@@ -79,7 +79,7 @@ def test_asha_sweep_writes_table_plot_best_config_and_model(prepared):
 
 _DRIVER = """
 import sys, ray
-from raylm.config import load_config
+from raylm.recipe import load_config
 from raylm.tune.search import run_sweep
 ray.init(address="local", num_cpus=4, include_dashboard=True)
 run_sweep(load_config(sys.argv[1]))

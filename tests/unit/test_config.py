@@ -4,7 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from raylm.config import ConfigError, apply_overrides, config_from_dict, dump_config, load_config
+from raylm.config import ConfigError, dump_config
+from raylm.recipe import apply_overrides, config_from_dict, load_config
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted(p for p in (ROOT / "examples").glob("*.yaml"))

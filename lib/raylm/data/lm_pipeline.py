@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -68,10 +69,16 @@ def _write_encoded(ds: ray.data.Dataset, folder: Path) -> dict[str, int]:
     ds.write_parquet(str(folder))
     table = ray.data.read_parquet(str(folder)).select_columns(["input_ids"])
     lengths = [len(x) for b in table.iter_batches(batch_format="numpy") for x in b["input_ids"]]
+    return encoded_counts(lengths)
+
+
+def encoded_counts(lengths: Sequence[int]) -> dict[str, int]:
+    """Examples, tokens, and blocks shorter than the longest (each batch's packed tail)."""
+    longest = max(lengths, default=0)
     return {
         "examples": len(lengths),
         "tokens": int(sum(lengths)),
-        "short_blocks": 0 if not lengths else int(sum(1 for n in lengths if n < max(lengths))),
+        "short_blocks": sum(1 for n in lengths if n < longest),
     }
 
 
@@ -128,23 +135,21 @@ def _read_qa(cfg: Config, data_dir: Path) -> tuple[list[dict], Counter, int]:
     """SQuAD rows with a split by passage hash (a passage never crosses splits); rejects written."""
     paths, _ = sources.resolve_paths(cfg.data.paths)
     rows, rejected, seen = [], Counter(), set()
+    squad = ((path, row) for path in paths for row in sources.read_squad(path))
     with (data_dir / "rejects.jsonl").open("w", encoding="utf-8") as rej:
-        for path in paths:
-            for row in sources.read_squad(path):
-                reason = _qa_reason(row, seen)
-                if reason:
-                    rejected[reason] += 1
-                    rej.write(
-                        json.dumps(
-                            {**row, "reason": reason, "source": str(path)}, ensure_ascii=False
-                        )
-                        + "\n"
-                    )
-                    continue
-                row["split"] = steps.split_of(steps.normalize_key(row["context"]), cfg.data.split)
-                rows.append(row)
-                if cfg.data.limit and len(rows) >= cfg.data.limit:
-                    break
+        for path, row in squad:
+            if cfg.data.limit and len(rows) >= cfg.data.limit:
+                break  # `limit` counts kept questions over all files together
+            reason = _qa_reason(row, seen)
+            if reason:
+                rejected[reason] += 1
+                rej.write(
+                    json.dumps({**row, "reason": reason, "source": str(path)}, ensure_ascii=False)
+                    + "\n"
+                )
+                continue
+            row["split"] = steps.split_of(steps.normalize_key(row["context"]), cfg.data.split)
+            rows.append(row)
     return rows, rejected, len(rows) + sum(rejected.values())
 
 

@@ -1,6 +1,6 @@
 """The Ray Data wiring of preprocessing (the only module here that imports Ray).
 
-    from raylm.config import load_config
+    from raylm.recipe import load_config
     from raylm.data.pipeline import preprocess
     cfg = load_config("examples/sentiment_zh.yaml")
     stats = preprocess(cfg)  # into cfg.run.data_path, by default <run dir>/data

@@ -12,6 +12,7 @@ Every record has the columns of `RECORD_COLUMNS`; `reject_reason` "" means kept.
 from __future__ import annotations
 
 import glob
+import gzip
 import json
 import os
 from pathlib import Path
@@ -220,13 +221,21 @@ def table_rows(
 
 
 # ------------------------------------------------------------------------------------ SQuAD
+_GZIP_MAGIC = b"\x1f\x8b"
+
+
 def read_squad(path: str) -> list[dict[str, Any]]:
     """Flatten a SQuAD-format JSON file into one dict per question.
 
     Keys: id, title, context, question, answers (list of str), answer_starts (list of int).
-    `path` is a local file or a pyarrow URI.
+    `path` is a local file or a pyarrow URI. A gzip-compressed file (`x.json.gz`) is read
+    transparently; it is recognised by its magic bytes, not its name, because pyarrow already
+    decompresses a ".gz" URI when it opens it (and JSON text never starts with byte 0x1f).
     """
-    doc = json.loads(read_bytes(path).decode("utf-8"))
+    data = read_bytes(path)
+    if data[:2] == _GZIP_MAGIC:
+        data = gzip.decompress(data)
+    doc = json.loads(data.decode("utf-8"))
     if not isinstance(doc, dict) or not isinstance(doc.get("data"), list):
         raise ValueError(f"{path}: not SQuAD format (expected an object with a `data` list)")
     out = []

@@ -61,7 +61,7 @@ class LMScorer:
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
         import torch
 
-        from raylm.train.tasks import collate_lm
+        from raylm.data.collate import collate_lm
 
         inputs = collate_lm(batch, self.pad_id)
         with torch.inference_mode():
@@ -91,7 +91,7 @@ class QAPredictor:
     def __init__(self, model_dir: str, max_length: int, max_new_tokens: int):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        from raylm.train.checkpoint import read_model_meta
+        from raylm.models.export import read_model_meta
 
         self.tok = AutoTokenizer.from_pretrained(model_dir)
         self.model = AutoModelForCausalLM.from_pretrained(model_dir).eval()

@@ -24,7 +24,7 @@ import math
 import os
 from collections.abc import Mapping
 
-__all__ = ["write_report"]
+__all__ = ["read_history", "write_evaluation", "write_report"]
 
 ROWS = ("accuracy", "precision", "recall", "f1", "exact_match", "perplexity", "loss", "count")
 _SECTION_ORDER = ("model", "baseline")
@@ -167,3 +167,33 @@ def write_report(run_dir: str | os.PathLike, metrics: Mapping) -> dict[str, str]
     md_path = os.path.join(run_dir, "report.md")
     _write_atomic(md_path, _render(merged, run_dir))
     return {"metrics_json": json_path, "report_md": md_path}
+
+
+def read_history(run_dir: str | os.PathLike) -> list[dict]:
+    """The metric history `raylm train` recorded in train_result.json (empty before training)."""
+    path = os.path.join(run_dir, "train_result.json")
+    if not os.path.isfile(path):
+        return []
+    with open(path, encoding="utf-8") as f:
+        return json.load(f).get("history", [])
+
+
+def write_evaluation(
+    run_dir: str | os.PathLike,
+    metrics: Mapping,
+    confusion: list[list[int]] | None = None,
+    labels: list[str] | None = None,
+) -> dict[str, str]:
+    """What every task's evaluation leaves in the run folder: learning_curve.png (from the
+    training history), confusion_matrix.png (classifiers), metrics.json and report.md."""
+    from pathlib import Path
+
+    from raylm.eval.plots import plot_confusion_matrix, plot_learning_curve
+
+    run_dir = Path(run_dir)
+    history = read_history(run_dir)
+    if history:
+        plot_learning_curve(history, run_dir / "learning_curve.png", title=run_dir.name)
+    if confusion:
+        plot_confusion_matrix(confusion, labels or [], run_dir / "confusion_matrix.png")
+    return write_report(run_dir, metrics)

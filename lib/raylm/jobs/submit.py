@@ -25,7 +25,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
-from raylm.config import load_config
+from raylm.recipe import load_config
 
 DEFAULT_ADDRESS = "http://127.0.0.1:8265"
 # Never uploaded: environments, outputs, VCS data and caches (Ray also honours .gitignore).

@@ -1,9 +1,11 @@
-"""Model builders: task -> Hugging Face model, from a size preset or a pretrained path.
+"""Model builders, one per model family: a Hugging Face model from a size preset or a path.
 
-    model = build_model(cfg.model, vocab_size=8000, num_labels=2, pad_token_id=0)
+    model = sequence_classifier(cfg.model, vocab_size=8000, num_labels=2, pad_token_id=0)
+    model = causal_lm(cfg.model, vocab_size=8000, pad_token_id=0, eos_token_id=1)
 
 A preset builds a fresh model from a config (no download); `path` loads pretrained weights from a
-local folder or a model id with plain `transformers`. Presets are a small table, not code.
+local folder or a model id with plain `transformers`. Presets are a small table, not code. Which
+builder a task uses is the task's business (`raylm.tasks`, `raylm.tasks.build_model`).
 """
 
 from __future__ import annotations
@@ -31,9 +33,6 @@ PRESETS: dict[str, Preset] = {
     "small": Preset(layers=4, hidden=256, heads=4),
     "base": Preset(layers=12, hidden=768, heads=12),
 }
-
-ENCODER_TASKS = {"classification"}
-DECODER_TASKS = {"causal_lm", "qa"}
 
 
 def resolved_preset(cfg: ModelConfig) -> Preset:
@@ -90,61 +89,72 @@ def _decoder_config(cfg: ModelConfig, vocab_size: int, pad_token_id: int, eos_to
     )
 
 
-def build_model(
-    cfg: ModelConfig,
-    vocab_size: int,
-    num_labels: int = 2,
-    pad_token_id: int = 0,
-    eos_token_id: int | None = None,
-    id2label: dict[int, str] | None = None,
-) -> Any:
-    """Return a `transformers` model for the task (sequence classifier or causal LM)."""
-    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
-
-    labels = {}
-    if id2label:
-        labels = {"id2label": dict(id2label), "label2id": {v: k for k, v in id2label.items()}}
-    if cfg.task in ENCODER_TASKS:
-        if cfg.path:
-            model = AutoModelForSequenceClassification.from_pretrained(
-                cfg.path, num_labels=num_labels, **labels
-            )
-        else:
-            config = _encoder_config(cfg, vocab_size, num_labels, pad_token_id)
-            for key, value in labels.items():
-                setattr(config, key, value)
-            model = AutoModelForSequenceClassification.from_config(config)
-    elif cfg.task in DECODER_TASKS:
-        if cfg.path:
-            model = AutoModelForCausalLM.from_pretrained(cfg.path)
-        else:
-            model = AutoModelForCausalLM.from_config(
-                _decoder_config(cfg, vocab_size, pad_token_id, eos_token_id)
-            )
-    else:  # pragma: no cover - ModelConfig restricts the task names
-        raise ValueError(f"unknown task {cfg.task!r}")
+def _finish(model: Any, cfg: ModelConfig) -> Any:
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable()
     return model
 
 
-def build_skeleton(cfg: ModelConfig, vocab_size: int, num_labels: int = 2, pad_id: int = 0) -> Any:
-    """The model's architecture without loading weights (for counting; use under meta device).
+def _label_maps(id2label: dict[int, str] | None) -> dict[str, Any]:
+    if not id2label:
+        return {}
+    return {"id2label": dict(id2label), "label2id": {v: k for k, v in id2label.items()}}
 
-    `from_pretrained` refuses a meta-device context, so a pretrained `path` is built from its
-    config alone.
-    """
+
+def sequence_classifier(
+    cfg: ModelConfig,
+    vocab_size: int,
+    num_labels: int = 2,
+    pad_token_id: int = 0,
+    id2label: dict[int, str] | None = None,
+) -> Any:
+    """A BERT-style encoder with a classification head (pretrained `path`: a new head on it)."""
+    from transformers import AutoModelForSequenceClassification
+
+    labels = _label_maps(id2label)
+    if cfg.path:
+        return _finish(
+            AutoModelForSequenceClassification.from_pretrained(
+                cfg.path, num_labels=num_labels, **labels
+            ),
+            cfg,
+        )
+    config = _encoder_config(cfg, vocab_size, num_labels, pad_token_id)
+    for key, value in labels.items():
+        setattr(config, key, value)
+    return _finish(AutoModelForSequenceClassification.from_config(config), cfg)
+
+
+def causal_lm(
+    cfg: ModelConfig, vocab_size: int, pad_token_id: int = 0, eos_token_id: int | None = None
+) -> Any:
+    """A GPT-2-style decoder with a language-model head."""
+    from transformers import AutoModelForCausalLM
+
+    if cfg.path:
+        return _finish(AutoModelForCausalLM.from_pretrained(cfg.path), cfg)
+    config = _decoder_config(cfg, vocab_size, pad_token_id, eos_token_id)
+    return _finish(AutoModelForCausalLM.from_config(config), cfg)
+
+
+# Architectures without weights, for counting under the meta device: `from_pretrained` refuses a
+# meta-device context, so a pretrained `path` is built from its config alone.
+def sequence_classifier_skeleton(
+    cfg: ModelConfig, vocab_size: int, num_labels: int = 2, pad_token_id: int = 0
+) -> Any:
     if not cfg.path:
-        return build_model(cfg, vocab_size, num_labels, pad_id)
-    from transformers import (
-        AutoConfig,
-        AutoModelForCausalLM,
-        AutoModelForSequenceClassification,
-    )
+        return sequence_classifier(cfg, vocab_size, num_labels, pad_token_id)
+    from transformers import AutoConfig, AutoModelForSequenceClassification
 
-    if cfg.task in ENCODER_TASKS:
-        config = AutoConfig.from_pretrained(cfg.path, num_labels=num_labels)
-        return AutoModelForSequenceClassification.from_config(config)
+    config = AutoConfig.from_pretrained(cfg.path, num_labels=num_labels)
+    return AutoModelForSequenceClassification.from_config(config)
+
+
+def causal_lm_skeleton(cfg: ModelConfig, vocab_size: int, pad_token_id: int = 0) -> Any:
+    if not cfg.path:
+        return causal_lm(cfg, vocab_size, pad_token_id)
+    from transformers import AutoConfig, AutoModelForCausalLM
+
     return AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(cfg.path))
 
 

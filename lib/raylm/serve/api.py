@@ -12,7 +12,7 @@ import hmac
 import json
 import re
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -31,10 +31,30 @@ from raylm.serve.schemas import (
     ModelList,
     QARequest,
     QAResponse,
+    ServeConfig,
 )
 
-if TYPE_CHECKING:
-    from raylm.serve.app import Ingress
+
+class Ingress(Protocol):
+    """What the routes call: raylm.serve.app.Ingress (imported by nobody here: app -> api)."""
+
+    token_sha256: str | None
+    cfg: ServeConfig
+
+    async def ready(self) -> dict[str, str]: ...
+    async def list_models(self) -> dict[str, Any]: ...
+    async def classify(self, req: ClassifyRequest) -> dict[str, Any]: ...
+    async def qa(self, req: QARequest) -> dict[str, Any]: ...
+    async def complete(self, req: CompletionRequest) -> dict[str, Any]: ...
+    async def chat(self, req: ChatCompletionRequest) -> dict[str, Any]: ...
+    async def stream(self, req: Any, chat: bool) -> AsyncIterator[str]: ...
+
+
+def token_digest(token: str) -> str:
+    """SHA-256 of a bearer token with surrounding whitespace removed: the configured token (often
+    read from a file, trailing newline and all) and the client's compare as the same string."""
+    return hashlib.sha256(token.strip().encode("utf-8", "replace")).hexdigest()
+
 
 OPEN_PATHS = ("/healthz", "/readyz")
 _ERRORS = {
@@ -109,8 +129,7 @@ class GuardMiddleware:
         scheme, _, token = value.partition(" ")
         if scheme.lower() != "bearer" or not token:
             return False
-        digest = hashlib.sha256(token.strip().encode("utf-8", "replace")).hexdigest()
-        return hmac.compare_digest(digest, self.token_sha256 or "")
+        return hmac.compare_digest(token_digest(token), self.token_sha256 or "")
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http":

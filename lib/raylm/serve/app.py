@@ -13,7 +13,6 @@ Overload past a model's `max_queued_requests` answers 503 with Retry-After; see 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import inspect
 import os
 import time
@@ -24,8 +23,9 @@ from typing import Any
 from ray import serve
 from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
 
-from raylm.config import ConfigError
+from raylm.configkit import ConfigError, set_dotted
 from raylm.serve import openai_compat as oai
+from raylm.serve.api import make_api, token_digest
 from raylm.serve.models import ClassifierModel, GeneratorModel
 from raylm.serve.schemas import (
     ApiError,
@@ -36,10 +36,12 @@ from raylm.serve.schemas import (
     QARequest,
     ServeConfig,
     load_serve_config,
+    read_serve_section,
 )
-from raylm.train.checkpoint import read_model_meta
+from raylm.tasks import get_task, task_of_model_dir
 
-GENERATIVE = ("causal_lm", "qa")
+# The deployment that holds a model, by the task's `serve_with`.
+DEPLOYMENTS = {"classifier": ClassifierModel, "generator": GeneratorModel}
 READY_TIMEOUT_S = 2.0
 MIN_TEMPERATURE = 1e-3
 
@@ -76,30 +78,28 @@ class Ingress:
         self.handles = handles or {n: _LocalModel(_load(self.cfg, n, t)) for n, t in tasks.items()}
         # The token may be set where the app was built (hashed into the args) or on this node.
         token = os.environ.get(self.cfg.auth_token_env)
-        self.token_sha256 = token_sha256 or (_sha256(token) if token else None)
+        self.token_sha256 = token_sha256 or (token_digest(token) if token else None)
         self.infos: dict[str, dict[str, Any]] = {}
         self.created = int(time.time())
 
     def __serve_build_asgi_app__(self) -> Any:
-        from raylm.serve.api import make_api
-
         return make_api(self)
 
     # ------------------------------------------------------------------------------ helpers
-    def _pick(self, name: str | None, tasks: tuple[str, ...]) -> str:
+    def _pick(self, name: str | None, endpoint: str) -> str:
+        """The model that answers `endpoint`: the one named, else the first that can."""
         if name is None:
             for model, task in self.tasks.items():
-                if task in tasks:
+                if endpoint in get_task(task).endpoints:
                     return model
-            needs = " or ".join(tasks)
-            raise ApiError(400, f"no served model handles this endpoint (needs {needs})")
+            raise ApiError(400, f"no served model answers /{endpoint} (needs a {_kinds(endpoint)})")
         if name not in self.tasks:
             available = ", ".join(self.tasks) or "none"
             msg = f"model '{name}' not found (available: {available})"
             raise ApiError(404, msg, "not_found_error", "model")
-        if self.tasks[name] not in tasks:
-            msg = f"model '{name}' is a {self.tasks[name]} model; this endpoint needs {tasks[0]}"
-            raise ApiError(400, msg, param="model")
+        if endpoint not in get_task(self.tasks[name]).endpoints:
+            msg = f"model '{name}' is a {self.tasks[name]} model; this endpoint needs a "
+            raise ApiError(400, msg + _kinds(endpoint), param="model")
         return name
 
     def _check_texts(self, texts: list[str], param: str) -> None:
@@ -134,13 +134,13 @@ class Ingress:
 
     # ---------------------------------------------------------------------------- endpoints
     async def classify(self, req: ClassifyRequest) -> dict[str, Any]:
-        name = self._pick(req.model, ("classification",))
+        name = self._pick(req.model, "classify")
         self._check_texts(req.texts, "texts")
         results = await self._call(self.handles[name].classify.remote(req.texts))
         return {"model": name, "results": results}
 
     async def complete(self, req: CompletionRequest) -> dict[str, Any]:
-        name = self._pick(req.model, GENERATIVE)
+        name = self._pick(req.model, "complete")
         prompts = [req.prompt] if isinstance(req.prompt, str) else req.prompt
         self._check_texts(prompts, "prompt")
         params = self._params(req, req.max_tokens, 16)
@@ -148,14 +148,14 @@ class Ingress:
         return oai.completion_body(name, outs)
 
     async def chat(self, req: ChatCompletionRequest) -> dict[str, Any]:
-        name = self._pick(req.model, GENERATIVE)
+        name = self._pick(req.model, "complete")
         messages = self._messages(req)
         params = self._params(req, req.max_completion_tokens or req.max_tokens, self._chat_max())
         outs = await self._call(self.handles[name].complete.remote(None, params, messages))
         return oai.chat_body(name, outs[0])
 
     async def qa(self, req: QARequest) -> dict[str, Any]:
-        name = self._pick(req.model, GENERATIVE)
+        name = self._pick(req.model, "qa")
         self._check_texts([req.context], "context")
         self._check_texts([req.question], "question")
         n = req.max_new_tokens or min(32, self.cfg.limits.max_new_tokens)
@@ -169,7 +169,7 @@ class Ingress:
 
     async def stream(self, req: Any, chat: bool):
         """Start a streamed generation; errors before the first token become plain 4xx/503."""
-        name = self._pick(req.model, GENERATIVE)
+        name = self._pick(req.model, "complete")
         if chat:
             messages, prompt = self._messages(req), None
             max_tokens = req.max_completion_tokens or req.max_tokens
@@ -244,12 +244,17 @@ async def _value(x: Any) -> Any:
     return x
 
 
+def _kinds(endpoint: str) -> str:
+    """The tasks whose models answer `endpoint`, for error messages."""
+    from raylm.tasks import TASKS
+
+    return " or ".join(n for n, t in TASKS.items() if endpoint in t.endpoints) + " model"
+
+
 def model_deployment(cfg: ServeConfig, name: str, task: str) -> tuple[Any, tuple]:
     """The Serve deployment for a model of `task` and its constructor arguments."""
     path, batch = str(cfg.models[name]), cfg.batch.model_dump()
-    if task == "classification":
-        return ClassifierModel, (name, path, batch)
-    return GeneratorModel, (name, path, batch, cfg.limits.model_dump())
+    return DEPLOYMENTS[get_task(task).serve_with], (name, path, batch, cfg.limits.model_dump())
 
 
 def _load(cfg: ServeConfig, name: str, task: str) -> Any:
@@ -268,22 +273,11 @@ async def _rest(gen: Any) -> Any:
 
 
 # --------------------------------------------------------------------------------- building
-def _sha256(token: str) -> str:
-    return hashlib.sha256(token.encode("utf-8")).hexdigest()
-
-
 def model_task(path: str | Path, name: str = "?") -> str:
-    """The task stored in the exported folder's raylm.json (or guessed from its HF config)."""
-    path = Path(path)
-    if not (path / "config.json").is_file():
+    """The task of the exported folder `serve.models.<name>` (ConfigError if it is none)."""
+    if not (Path(path) / "config.json").is_file():
         raise ConfigError(f"serve.models.{name}: {path} is not an exported model (no config.json)")
-    task = read_model_meta(path).get("task")
-    if task:
-        return task
-    import json
-
-    archs = json.loads((path / "config.json").read_text(encoding="utf-8")).get("architectures")
-    return "classification" if any("Classification" in a for a in archs or []) else "causal_lm"
+    return task_of_model_dir(path)
 
 
 def replica_options(cfg: ServeConfig) -> dict[str, Any]:
@@ -312,7 +306,7 @@ def build_application(cfg: ServeConfig) -> Any:
         raise ConfigError("serve.models: no models to serve (give MODEL_DIR or serve.models)")
     tasks = {name: model_task(path, name) for name, path in cfg.models.items()}
     token = os.environ.get(cfg.auth_token_env)
-    args = (tasks, cfg.model_dump(mode="json"), _sha256(token) if token else None)
+    args = (tasks, cfg.model_dump(mode="json"), token_digest(token) if token else None)
     if cfg.colocate:  # one deployment: the ingress holds the models (see Ingress.__init__)
         return Ingress.options(**replica_options(cfg)).bind({}, *args)
     handles = {}
@@ -335,16 +329,8 @@ def build_app(args: dict[str, Any]) -> Any:
     `config: FILE` reads a recipe's serve section (or a bare serve YAML) first; dotted keys, as
     `serve run` passes them (`models.sentiment=/abs/model port=8001`), set nested fields.
     """
-    from raylm.serve.cli import read_serve_section
-
     args = dict(args)
     merged = read_serve_section(args.pop("config", None))
     for key, value in args.items():
-        *parents, leaf = key.split(".")
-        node = merged
-        for part in parents:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"build_app args: '{part}' in '{key}' is not a section")
-        node[leaf] = value
+        set_dotted(merged, key, value, where=f"build_app args: '{key}'")
     return build_application(load_serve_config(merged, source="build_app args"))

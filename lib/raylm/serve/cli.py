@@ -17,32 +17,10 @@ from typing import Any
 
 import yaml
 
-from raylm.config import ConfigError
-from raylm.serve.schemas import ServeConfig, load_serve_config
+from raylm.serve.launch import deploy
+from raylm.serve.schemas import ServeConfig, http_options, load_serve_config, read_serve_section
 
 IMPORT_PATH = "raylm.serve.app:build_app"
-RECIPE_KEYS = ("data", "model", "train", "run", "tune", "serve")
-
-
-def read_serve_section(path: str | Path | None) -> dict[str, Any]:
-    """The `serve:` mapping of a recipe YAML, or the whole file when it is a bare serve config."""
-    if path is None:
-        return {}
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: config file not found")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except (yaml.YAMLError, UnicodeDecodeError) as err:
-        raise ConfigError(f"{path}: not valid YAML: {err}") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: expected a mapping at the top level")
-    if any(key in raw for key in RECIPE_KEYS):
-        section = raw.get("serve") or {}
-        if not isinstance(section, dict):
-            raise ConfigError(f"{path}: `serve` must be a mapping")
-        return section
-    return raw
 
 
 def resolve_model_dir(target: str | Path) -> Path:
@@ -65,8 +43,6 @@ def model_name(model_dir: Path) -> str:
 
 def deploy_config(cfg: ServeConfig) -> dict[str, Any]:
     """A `serve deploy` / RayService `serveConfigV2` document for this serve config."""
-    from raylm.serve.launch import http_options
-
     args = cfg.model_dump(mode="json", exclude_defaults=True)
     args["models"] = {name: str(Path(path).resolve()) for name, path in cfg.models.items()}
     app = {
@@ -108,6 +84,4 @@ def serve_command(
         out = write_deploy_config(cfg, output or model_dir.parent / "serve_deploy.yaml")
         print(f"wrote {out}; deploy with: serve deploy {out}")
         return str(out)
-    from raylm.serve.launch import deploy
-
     return deploy({}, cfg, blocking=True)

@@ -15,12 +15,7 @@ from typing import Any
 from ray import serve
 
 from raylm.serve.app import build_application
-from raylm.serve.schemas import ServeConfig, ServeStartupError, load_serve_config
-
-
-def http_options(cfg: ServeConfig) -> dict[str, Any]:
-    # The proxy's own deadline is a backstop a little past the ingress's 504.
-    return {"host": cfg.host, "port": cfg.port, "request_timeout_s": cfg.request_timeout_s + 5}
+from raylm.serve.schemas import ServeConfig, ServeStartupError, http_options, load_serve_config
 
 
 def deploy(

@@ -16,8 +16,8 @@ from typing import Any
 from ray import serve
 
 from raylm.data.qa import DEFAULT_TEMPLATE, build_prompt, render_prompt
+from raylm.models.export import read_model_meta
 from raylm.serve.schemas import ApiError, GenParams
-from raylm.train.checkpoint import read_model_meta
 
 
 async def _in_thread(fn: Any, *args: Any, **kwargs: Any) -> Any:
@@ -32,7 +32,7 @@ async def _in_thread(fn: Any, *args: Any, **kwargs: Any) -> Any:
     return await asyncio.to_thread(run)
 
 
-class _Company:
+class AdaptiveBatchWait:
     """Batch waiting only when there is company to wait for.
 
     `@serve.batch` holds every batch's first item for `batch_wait_timeout_s`, even when no other
@@ -63,7 +63,10 @@ def _labels(meta: dict[str, Any], config: Any) -> list[str]:
 
 @serve.deployment
 class ClassifierModel:
-    def __init__(self, name: str, path: str, batch: dict[str, Any]):
+    def __init__(
+        self, name: str, path: str, batch: dict[str, Any], limits: dict[str, Any] | None = None
+    ):
+        """Same arguments as GeneratorModel; the ingress checks a classify request's limits."""
         from raylm.eval.predict import ClassifierPredictor
 
         meta = read_model_meta(path)
@@ -73,7 +76,7 @@ class ClassifierModel:
         self.predictor.max_length = min(self.predictor.max_length, config_len)
         self.name = name
         self.labels = _labels(meta, self.predictor.model.config)
-        self.company = _Company(self._score, batch)
+        self.batch_wait = AdaptiveBatchWait(self._score, batch)
 
     @staticmethod
     def _positions(path: str) -> int:
@@ -89,7 +92,7 @@ class ClassifierModel:
     async def classify(self, texts: list[str]) -> list[dict[str, Any]]:
         """Per text: label, label_id, score and every class's probability."""
         # One item per text, so `max_batch_size` counts texts across concurrent requests.
-        with self.company.track(len(texts)):
+        with self.batch_wait.track(len(texts)):
             rows = await asyncio.gather(*(self._score(t) for t in texts))
         out = []
         for probs in rows:
@@ -153,7 +156,7 @@ class GeneratorModel:
         self.template = self.meta.get("prompt_template") or DEFAULT_TEMPLATE
         render_prompt(self.template, "", "")  # a bad stored template fails at load, not per call
         self.name, self.limits = name, limits
-        self.company = _Company(self._generate, batch)
+        self.batch_wait = AdaptiveBatchWait(self._generate, batch)
 
     def _tokens(self, text: str, specials: bool = False) -> int:
         return len(self.tokenizer(text, add_special_tokens=specials)["input_ids"])
@@ -218,7 +221,7 @@ class GeneratorModel:
             prompts = [_chat_prompt(self.tokenizer, messages)]
         for i, prompt in enumerate(prompts):
             self._count(prompt, params, "messages" if messages else f"prompt.{i}")
-        with self.company.track(len(prompts)):
+        with self.batch_wait.track(len(prompts)):
             return list(await asyncio.gather(*(self._generate((p, params)) for p in prompts)))
 
     async def stream(
@@ -279,7 +282,7 @@ class GeneratorModel:
         except ValueError as err:  # the question alone leaves no room for the answer
             raise ApiError(400, str(err), param="question") from None
         self._count(prompt, params, "context")
-        with self.company.track(1):
+        with self.batch_wait.track(1):
             result = await self._generate((prompt, params))
         return {**result, "answer": result["text"].strip()}
 

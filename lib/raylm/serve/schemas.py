@@ -1,13 +1,17 @@
 """Serve settings (`ServeConfig`: a recipe's `serve:` section) and the HTTP request/response models.
 
     cfg = load_serve_config({"models": {"sentiment": "outputs/sentiment_zh/model"}, "port": 8000})
+    section = read_serve_section("examples/serve.yaml")   # a recipe's serve: mapping, or a bare one
 
 A bad section raises `ConfigError` naming the field (`serve.batch.max_batch_size: ...`). Pure
-pydantic: no Ray, torch or FastAPI import, so the deployments, the CLI and unit tests share it.
+pydantic: no Ray, torch or FastAPI import, so the recipe schema (`Config.serve`), the
+deployments, the command and unit tests share it. The bottom of serve's one-way chain:
+cli (the command) -> launch -> app -> api / models -> schemas.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -16,22 +20,19 @@ from pydantic import (
     ConfigDict,
     Field,
     StringConstraints,
-    ValidationError,
     model_validator,
 )
 
-from raylm.config import ConfigError
+from raylm.configkit import ConfigError, StrictModel, read_yaml, validate
 
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+RECIPE_KEYS = ("data", "model", "train", "run", "tune", "serve")
 
 
 # ------------------------------------------------------------------------------------- config
 ModelName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
 
 
-class AutoscalingConfig(_Strict):
+class AutoscalingConfig(StrictModel):
     """Serve's request-based autoscaling for every model deployment (replaces `replicas`)."""
 
     min_replicas: int = Field(1, ge=0, description="Fewest replicas (0 scales to zero).")
@@ -49,7 +50,7 @@ class AutoscalingConfig(_Strict):
         return self
 
 
-class BatchConfig(_Strict):
+class BatchConfig(StrictModel):
     """`@serve.batch` dynamic batching inside each model replica."""
 
     max_batch_size: int = Field(16, ge=1, le=1024, description="Most items run together.")
@@ -62,7 +63,7 @@ class BatchConfig(_Strict):
     )
 
 
-class LimitsConfig(_Strict):
+class LimitsConfig(StrictModel):
     """Per-request limits; a request past one gets a 4xx naming the field."""
 
     max_texts_per_request: int = Field(64, ge=1, description="Texts (or prompts) per request.")
@@ -72,7 +73,7 @@ class LimitsConfig(_Strict):
     max_body_bytes: int = Field(1_000_000, ge=256, description="Request body size (else 413).")
 
 
-class ServeConfig(_Strict):
+class ServeConfig(StrictModel):
     models: dict[ModelName, str] = Field(
         default_factory=dict, description="Model name -> exported model folder (<run>/model)."
     )
@@ -125,24 +126,34 @@ class ServeConfig(_Strict):
         return self.replicas or 1
 
 
-def _format_errors(err: ValidationError, source: str) -> str:
-    lines = [f"{source}: invalid serve configuration ({err.error_count()} problem(s))"]
-    for e in err.errors():
-        field = ".".join(["serve", *(str(p) for p in e["loc"])])
-        got = e.get("input")
-        got_s = "" if isinstance(got, dict) else f" (got {got!r})"
-        lines.append(f"  - {field}: {e['msg']}{got_s}")
-    return "\n".join(lines)
-
-
-def load_serve_config(raw: dict[str, Any] | None, source: str = "<serve config>") -> ServeConfig:
-    """Validate a `serve:` mapping. Raises ConfigError naming each bad field as `serve.<field>`."""
+def load_serve_config(
+    raw: dict[str, Any] | ServeConfig | None, source: str = "<serve config>"
+) -> ServeConfig:
+    """Validate a `serve:` mapping (or a recipe's typed `Config.serve`). Raises ConfigError
+    naming each bad field as `serve.<field>`."""
+    if isinstance(raw, ServeConfig):
+        raw = raw.model_dump()
     if raw is not None and not isinstance(raw, dict):
         raise ConfigError(f"{source}: `serve` must be a mapping, got {type(raw).__name__}")
-    try:
-        return ServeConfig.model_validate(raw or {})
-    except ValidationError as err:
-        raise ConfigError(_format_errors(err, source)) from None
+    return validate(ServeConfig, raw or {}, source, prefix="serve")
+
+
+def read_serve_section(path: str | Path | None) -> dict[str, Any]:
+    """The `serve:` mapping of a recipe YAML, or the whole file when it is a bare serve config."""
+    if path is None:
+        return {}
+    raw = read_yaml(path)
+    if any(key in raw for key in RECIPE_KEYS):
+        section = raw.get("serve") or {}
+        if not isinstance(section, dict):
+            raise ConfigError(f"{path}: `serve` must be a mapping")
+        return section
+    return raw
+
+
+def http_options(cfg: ServeConfig) -> dict[str, Any]:
+    """Serve's HTTP options; the proxy's own deadline is a backstop a little past the 504."""
+    return {"host": cfg.host, "port": cfg.port, "request_timeout_s": cfg.request_timeout_s + 5}
 
 
 # ------------------------------------------------------------------------------------- errors
@@ -247,12 +258,12 @@ class ChatCompletionRequest(_OpenAIRequest):
     max_completion_tokens: int | None = Field(None, ge=1, description="Alias of max_tokens.")
 
 
-class ClassifyRequest(_Strict):
+class ClassifyRequest(StrictModel):
     model: str | None = Field(None, description="Model name (default: the first classifier).")
     texts: list[Text] = Field(..., min_length=1, description="Texts to classify.")
 
 
-class QARequest(_Strict):
+class QARequest(StrictModel):
     model: str | None = Field(None, description="Model name (default: the first QA model).")
     context: Text = Field(..., description="Passage that holds the answer.")
     question: Text = Field(..., description="Question about the passage.")

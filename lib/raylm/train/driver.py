@@ -17,6 +17,7 @@ from typing import Any
 
 from raylm.config import Config
 from raylm.runtime import ensure_ray, storage_path
+from raylm.tasks import RunSpec, get_task
 
 
 @dataclass
@@ -27,24 +28,23 @@ class TrainOutcome:
     history: list[dict[str, Any]]
 
 
-def _read_stats(data_dir: Path) -> dict[str, Any]:
+def read_stats(data_dir: Path) -> dict[str, Any]:
+    """The preprocessed data's stats.json (FileNotFoundError saying which stage to run)."""
     path = data_dir / "stats.json"
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: run `raylm preprocess` for this config first")
     return json.loads(path.read_text(encoding="utf-8"))
 
 
-def _flops_per_token(cfg: Config, meta: dict[str, Any]) -> float:
+def _flops_per_token(cfg: Config, vocab_size: int, num_labels: int, pad_id: int) -> float:
     """Model FLOPs per trained token, from a parameter-free build on the meta device."""
     import torch
 
-    from raylm.models.build import build_skeleton, count_parameters, resolved_preset
+    from raylm.models.build import count_parameters, resolved_preset
     from raylm.train.flops import flops_per_token
 
     with torch.device("meta"):
-        model = build_skeleton(
-            cfg.model, meta["vocab_size"], meta.get("num_labels", 2), meta["pad_id"]
-        )
+        model = get_task(cfg.model.task).skeleton(cfg.model, vocab_size, num_labels, pad_id)
     n = count_parameters(model, exclude_embeddings=True)
     conf = model.config
     layers = getattr(conf, "num_hidden_layers", None) or resolved_preset(cfg.model).layers
@@ -52,41 +52,46 @@ def _flops_per_token(cfg: Config, meta: dict[str, Any]) -> float:
     return flops_per_token(n, layers, hidden, cfg.data.max_length)
 
 
-def build_meta(cfg: Config, data_dir: Path, stats: dict[str, Any]) -> dict[str, Any]:
+def train_examples(stats: dict[str, Any]) -> int:
+    """Examples in the train split: encoded examples (packed blocks, QA features) when
+    preprocessing encoded them, else the split's rows (encoded on the fly, one each)."""
+    encoded = stats.get("encoded", {}).get("train")
+    return encoded["examples"] if encoded else stats["splits"]["train"]
+
+
+def build_spec(cfg: Config, data_dir: Path, stats: dict[str, Any]) -> RunSpec:
     """Everything the workers need besides the config: vocabulary, labels, step counts."""
     from raylm.data.tokenizer import load_tokenizer
 
     tok = load_tokenizer(str(data_dir / "tokenizer"))
     labels = stats.get("labels") or []
     world = cfg.train.num_workers
-    # The train shards are split equally. GPT-style tasks train on encoded examples (packed
-    # blocks, prompt-masked QA features), whose count preprocessing recorded.
-    encoded = stats.get("encoded", {}).get("train")
-    rows = (encoded["examples"] if encoded else stats["splits"]["train"]) // world
-    micro = max(1, math.ceil(rows / cfg.train.batch_size))
-    meta: dict[str, Any] = {
-        "task": cfg.model.task,
-        "vocab_size": len(tok),
-        "pad_id": tok.pad_token_id if tok.pad_token_id is not None else 0,
-        "eos_id": tok.eos_token_id,
-        "num_labels": max(len(labels), 2),
-        "id2label": {i: name for i, name in enumerate(labels)} or None,
-        "max_length": cfg.data.max_length,
-        "micro_per_epoch": micro,
-        "total_steps": max(1, (micro * cfg.train.epochs) // cfg.train.grad_accum),
-        "num_workers": world,
-    }
-    if stats.get("prompt_template"):
-        meta["prompt_template"] = stats["prompt_template"]
-    meta["flops_per_token"] = _flops_per_token(cfg, meta)
-    return meta
+    micro = max(1, math.ceil((train_examples(stats) // world) / cfg.train.batch_size))
+    vocab, pad_id, num_labels = len(tok), tok.pad_token_id or 0, max(len(labels), 2)
+    return RunSpec(
+        task=cfg.model.task,
+        vocab_size=vocab,
+        pad_id=pad_id,
+        eos_id=tok.eos_token_id,
+        num_labels=num_labels,
+        id2label={i: name for i, name in enumerate(labels)} or None,
+        max_length=cfg.data.max_length,
+        micro_per_epoch=micro,
+        total_steps=max(1, (micro * cfg.train.epochs) // cfg.train.grad_accum),
+        num_workers=world,
+        flops_per_token=_flops_per_token(cfg, vocab, num_labels, pad_id),
+        prompt_template=stats.get("prompt_template") or None,
+    )
 
 
 CACHE_MAX_BYTES = 256 * 2**20  # `train.cache_data` default: cache splits smaller than this
 
 
-def _split_bytes(data_dir: Path, cfg: Config, split: str) -> int:
-    folder = data_dir / ("encoded" if cfg.model.task != "classification" else "") / split
+def _split_bytes(data_dir: Path, split: str) -> int:
+    """Bytes of the files a split is read from: its encoded rows where preprocessing wrote them."""
+    folder = data_dir / "encoded" / split
+    if not folder.is_dir():
+        folder = data_dir / split
     return sum(p.stat().st_size for p in folder.glob("*.parquet"))
 
 
@@ -106,28 +111,17 @@ def _datasets(cfg: Config, data_dir: Path) -> dict[str, Any]:
     the object store: re-running the read and tokenize tasks costs every epoch 10-30 s on 2 cores,
     more than a small epoch's compute.
     """
-    from raylm.data.lm_pipeline import read_encoded
-    from raylm.data.pipeline import encode_classification, read_split
-
-    splits = ("train", "validation")
-    if cfg.model.task != "classification":
-        out = {s: read_encoded(data_dir, s) for s in splits}
-    else:
-        tok_dir = data_dir / "tokenizer"
-        out = {
-            s: encode_classification(read_split(data_dir, s), tok_dir, cfg.data.max_length)
-            for s in splits
-        }
-    for s in splits:
+    out = get_task(cfg.model.task).datasets(cfg, data_dir)
+    for s in out:
         cache = cfg.train.cache_data
         if cache is None:
-            cache = _split_bytes(data_dir, cfg, s) < CACHE_MAX_BYTES
+            cache = _split_bytes(data_dir, s) < CACHE_MAX_BYTES
         if cache:
             out[s] = _cached(out[s])
     return out
 
 
-def make_trainer(cfg: Config, data_dir: Path, meta: dict[str, Any], callbacks: list | None = None):
+def make_trainer(cfg: Config, data_dir: Path, spec: RunSpec, callbacks: list | None = None):
     import ray.train
     from ray.data import ExecutionOptions
     from ray.train.torch import TorchTrainer
@@ -140,7 +134,7 @@ def make_trainer(cfg: Config, data_dir: Path, meta: dict[str, Any], callbacks: l
     )
     return TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"cfg": cfg.model_dump(mode="json"), "meta": meta},
+        train_loop_config={"cfg": cfg.model_dump(mode="json"), "spec": spec},
         scaling_config=ray.train.ScalingConfig(
             num_workers=cfg.train.num_workers,
             use_gpu=cfg.train.use_gpu,
@@ -166,20 +160,26 @@ def make_trainer(cfg: Config, data_dir: Path, meta: dict[str, Any], callbacks: l
     )
 
 
+def run_trainer(cfg: Config, callbacks: list | None = None) -> Any:
+    """Build the run's TorchTrainer from its preprocessed data and fit it; returns Ray Train's
+    Result. `callbacks` join the RunConfig (Tune passes its TuneReportCallback)."""
+    data_dir = cfg.run.data_path.resolve()
+    spec = build_spec(cfg, data_dir, read_stats(data_dir))
+    print(
+        f"[raylm] training {cfg.model.task} on {cfg.train.num_workers} worker(s), "
+        f"ZeRO-{cfg.train.zero_stage} {cfg.train.precision}, {spec.total_steps} steps "
+        f"({spec.micro_per_epoch} micro-batches/epoch/worker)",
+        flush=True,
+    )
+    return make_trainer(cfg, data_dir, spec, callbacks).fit()
+
+
 def fit(cfg: Config) -> TrainOutcome:
     """Train (or resume) the run; returns where its best checkpoint is and its metrics."""
     from raylm.train.checkpoint import read_state
 
-    data_dir = cfg.run.data_path.resolve()
     ensure_ray(cfg.run)
-    meta = build_meta(cfg, data_dir, _read_stats(data_dir))
-    print(
-        f"[raylm] training {cfg.model.task} on {cfg.train.num_workers} worker(s), "
-        f"ZeRO-{cfg.train.zero_stage} {cfg.train.precision}, {meta['total_steps']} steps "
-        f"({meta['micro_per_epoch']} micro-batches/epoch/worker)",
-        flush=True,
-    )
-    result = make_trainer(cfg, data_dir, meta).fit()
+    result = run_trainer(cfg)
     if result.error:
         raise result.error
     best = (

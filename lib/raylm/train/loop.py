@@ -1,9 +1,11 @@
 """The per-worker step loop that Ray Train's TorchTrainer runs on every worker.
 
 Not called directly: `raylm.train.driver.fit` hands `train_loop_per_worker` to TorchTrainer.
+`train_step` is the one training step: the loop, the benchmarks and the profiler all call it.
+What differs by task (collate, validation scoring, the model) comes from the task table.
 Per-step metrics go to the rank-0 console and Ray's metrics (Prometheus); `ray.train.report`
 is called only at evaluation/checkpoint boundaries because each report waits for the Train
-controller's poll (DESIGN.md, facts checked).
+controller's poll (docs/architecture.md, facts checked).
 """
 
 from __future__ import annotations
@@ -19,8 +21,9 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from raylm.config import Config, config_from_dict
-from raylm.train.tasks import COLLATE, EVALUATORS, count_tokens
+from raylm.config import Config, TrainConfig, parse_config
+from raylm.data.collate import count_tokens
+from raylm.tasks import RunSpec, get_task
 
 
 @dataclass
@@ -120,22 +123,33 @@ def _gauges() -> dict[str, Any] | None:
     return {k: Gauge(f"raylm_train_{k}", description=d) for k, d in names.items()}
 
 
-def _batches(shard: Any, cfg: Config, epoch: int, pad_id: int, shuffle: bool):
-    collate = COLLATE[cfg.model.task]
+def batches(shard: Any, train: TrainConfig, collate: Any, epoch: int, pad_id: int, shuffle: bool):
+    """A Ray Data shard as collated torch batches; shuffled by a seed of the epoch."""
+    seeded = shuffle and train.shuffle_buffer
     return shard.iter_torch_batches(
-        batch_size=cfg.train.batch_size,
+        batch_size=train.batch_size,
         collate_fn=lambda b: collate(b, pad_id),
-        local_shuffle_buffer_size=cfg.train.shuffle_buffer or None if shuffle else None,
-        local_shuffle_seed=cfg.train.seed + epoch if shuffle and cfg.train.shuffle_buffer else None,
+        local_shuffle_buffer_size=train.shuffle_buffer or None if shuffle else None,
+        local_shuffle_seed=train.seed + epoch if seeded else None,
         drop_last=False,
     )
 
 
+def train_step(engine: Any, meter: Meter, batch: dict[str, torch.Tensor]) -> bool:
+    """One micro-batch: onto the device, forward + backward, into the meter, and the optimizer
+    step at the accumulation boundary. True when an optimizer step was taken."""
+    batch = {k: v.to(engine.device) for k, v in batch.items()}
+    loss = engine.forward_backward(batch)
+    meter.add(loss, len(batch["input_ids"]), count_tokens(batch))
+    return engine.step()
+
+
 @torch.no_grad()
-def evaluate(engine: Any, shard: Any, cfg: Config, meta: dict[str, Any]) -> dict[str, float]:
-    evaluator = EVALUATORS[cfg.model.task](meta.get("num_labels", 0))
+def evaluate(engine: Any, shard: Any, cfg: Config, spec: RunSpec) -> dict[str, float]:
+    task = get_task(spec.task)
+    evaluator = task.evaluator(spec)
     engine.train_mode(False)
-    for batch in _batches(shard, cfg, 0, meta["pad_id"], shuffle=False):
+    for batch in batches(shard, cfg.train, task.collate, 0, spec.pad_id, shuffle=False):
         batch = {k: v.to(engine.device) for k, v in batch.items()}
         evaluator.update(engine.engine(**batch), batch)
     engine.train_mode(True)
@@ -143,16 +157,23 @@ def evaluate(engine: Any, shard: Any, cfg: Config, meta: dict[str, Any]) -> dict
     return evaluator.metrics()
 
 
-def _save_and_report(engine: Any, state: LoopState, metrics: dict[str, Any], meta: dict) -> None:
+def model_meta(spec: RunSpec):
+    """What the exported folder's raylm.json records about the model."""
+    from raylm.models.export import ModelMeta
+
+    return ModelMeta(spec.task, spec.max_length, spec.id2label, spec.prompt_template)
+
+
+def _save_and_report(engine: Any, state: LoopState, metrics: dict[str, Any], spec: RunSpec):
     import ray.train
 
     state_dict = engine.full_state_dict()  # every rank: ZeRO-3 gathers here
     with tempfile.TemporaryDirectory() as tmp:
         engine.save(tmp, client_state={"loop": asdict(state), "rng": _rng_state()})
         if _rank() == 0:
-            from raylm.train.checkpoint import write_hf_model
+            from raylm.models.export import write_hf_model
 
-            write_hf_model(engine.module, state_dict, Path(tmp) / "hf", meta)
+            write_hf_model(engine.module, state_dict, Path(tmp) / "hf", model_meta(spec))
             (Path(tmp) / "state.json").write_text(json.dumps(asdict(state)))
         ray.train.report(
             metrics,
@@ -200,55 +221,51 @@ def _log(cfg: Config, state: LoopState, meter: Meter, engine: Any, total: int) -
         )
 
 
-def _checkpoint(engine, state: LoopState, cfg: Config, meta: dict, val_shard) -> None:
-    metrics = evaluate(engine, val_shard, cfg, meta)
-    epoch = state.epoch + state.micro_in_epoch / max(1, meta["micro_per_epoch"])
+def _checkpoint(engine, state: LoopState, cfg: Config, spec: RunSpec, val_shard) -> None:
+    metrics = evaluate(engine, val_shard, cfg, spec)
+    epoch = state.epoch + state.micro_in_epoch / max(1, spec.micro_per_epoch)
     metrics.update(step=state.step, epoch=round(epoch, 4))
     state.history.append({"step": state.step, "epoch": round(epoch, 4), **metrics})
     if _rank() == 0:
         shown = " ".join(f"{k} {v:.4f}" for k, v in metrics.items() if k.startswith("val_"))
         say(f"validation at step {state.step}: {shown}")
-    _save_and_report(engine, state, metrics, meta)
+    _save_and_report(engine, state, metrics, spec)
 
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
     """Build model + DeepSpeed engine, restore, then train/evaluate/checkpoint until done."""
     import ray.train
 
-    from raylm.models.build import build_model
     from raylm.train.deepspeed import Engine
     from raylm.train.flops import device_peak_flops
 
-    cfg: Config = config_from_dict(config["cfg"])
-    meta: dict[str, Any] = config["meta"]
+    cfg: Config = parse_config(config["cfg"])
+    spec: RunSpec = config["spec"]
+    task = get_task(spec.task)
     torch.manual_seed(cfg.train.seed)
     torch.set_num_threads(max(1, int(cfg.train.cpus_per_worker)))
-    model = build_model(
-        cfg.model,
-        meta["vocab_size"],
-        meta.get("num_labels", 2),
-        meta["pad_id"],
-        meta.get("eos_id"),
-        meta.get("id2label"),
+    model = task.build_model(
+        cfg.model, spec.vocab_size, spec.num_labels, spec.pad_id, spec.eos_id, spec.id2label
     )
-    engine = Engine.create(model, cfg.train, meta["total_steps"])
+    engine = Engine.create(model, cfg.train, spec.total_steps)
     state = _restore(engine)
     peak = device_peak_flops(cfg.train.use_gpu, cfg.train.peak_flops)  # one worker's device
-    meter = Meter(meta["flops_per_token"], peak * meta["num_workers"])
+    meter = Meter(spec.flops_per_token, peak * spec.num_workers)
     train_shard = ray.train.get_dataset_shard("train")
     val_shard = ray.train.get_dataset_shard("validation")
-    total, stop_at = meta["total_steps"], cfg.train.max_steps or meta["total_steps"]
+    total, stop_at = spec.total_steps, cfg.train.max_steps or spec.total_steps
 
     while state.epoch < cfg.train.epochs and state.step < stop_at:
         finished_epoch = True
-        for i, batch in enumerate(_batches(train_shard, cfg, state.epoch, meta["pad_id"], True)):
+        epoch_batches = batches(
+            train_shard, cfg.train, task.collate, state.epoch, spec.pad_id, shuffle=True
+        )
+        for i, batch in enumerate(epoch_batches):
             if i < state.micro_in_epoch:
                 continue  # consumed before the checkpoint we resumed from
-            batch = {k: v.to(engine.device) for k, v in batch.items()}
-            loss = engine.forward_backward(batch)
-            meter.add(loss, len(batch["input_ids"]), count_tokens(batch))
+            stepped = train_step(engine, meter, batch)
             state.micro_in_epoch = i + 1
-            if not engine.step():
+            if not stepped:
                 continue
             state.step = engine.global_step
             if state.step % cfg.train.log_every == 0:
@@ -258,10 +275,10 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                 break
             if cfg.train.eval_every and state.step % cfg.train.eval_every == 0:
                 t0 = time.perf_counter()
-                _checkpoint(engine, state, cfg, meta, val_shard)
+                _checkpoint(engine, state, cfg, spec, val_shard)
                 meter.exclude(time.perf_counter() - t0)  # validation is not training time
         if finished_epoch:
             state.epoch, state.micro_in_epoch = state.epoch + 1, 0
         t0 = time.perf_counter()
-        _checkpoint(engine, state, cfg, meta, val_shard)
+        _checkpoint(engine, state, cfg, spec, val_shard)
         meter.exclude(time.perf_counter() - t0)

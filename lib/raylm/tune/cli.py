@@ -6,7 +6,7 @@ raylm tune examples/tune_sentiment.yaml --resume     # continue an interrupted s
 
 from __future__ import annotations
 
-from raylm.config import ConfigError, load_config
+from raylm.recipe import ConfigError, load_config
 
 
 def tune_command(config_path: str, overrides: list[str] | None = None, resume: bool = False):

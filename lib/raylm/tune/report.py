@@ -13,7 +13,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from raylm.config import config_from_dict, dump_config
+from raylm.config import dump_config
+from raylm.recipe import config_from_dict
 from raylm.tune.space import TuneSettings, apply_sample
 
 COLUMNS = ["trial_id", "final", "best", "epochs_run", "stopped_early", "wall_s", "status"]
@@ -115,7 +116,8 @@ def export_best(rows, settings: TuneSettings, base, orig, sweep_dir: Path, data_
     """best_config.yaml (a standalone recipe), best/ (run folder for serve), best_model/."""
     import ray.train
 
-    from raylm.train.checkpoint import export_model, read_state
+    from raylm.models.export import export_model
+    from raylm.train.checkpoint import read_state
 
     best = best_row(rows, settings)
     if not best["best_checkpoint"]:

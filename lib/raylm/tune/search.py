@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from raylm.config import Config, ConfigError, config_from_dict
+from raylm.config import Config, ConfigError
+from raylm.recipe import config_from_dict
 from raylm.tune.space import TuneSettings, apply_sample, load_settings, to_param_space
 
 
@@ -50,15 +51,6 @@ def trial_config(base: dict[str, Any], sample: dict[str, Any], run_name: str) ->
     return config_from_dict(data, source=f"trial {run_name}")
 
 
-def fit_with_callbacks(cfg: Config, callbacks: list[Any]):
-    """raylm's driver trainer plus extra RunConfig callbacks; returns the Train Result."""
-    from raylm.train.driver import _read_stats, build_meta, make_trainer
-
-    data_dir = cfg.run.data_path.resolve()
-    meta = build_meta(cfg, data_dir, _read_stats(data_dir))
-    return make_trainer(cfg, data_dir, meta, callbacks=callbacks).fit()
-
-
 def _make_trial(base: dict[str, Any], sweep: str):
     """The Tune function trainable; closes over plain data only (it is pickled to workers)."""
 
@@ -66,6 +58,9 @@ def _make_trial(base: dict[str, Any], sweep: str):
         from ray import tune
         from ray.data import DataContext
         from ray.tune.integration.ray_train import TuneReportCallback
+
+        from raylm.config import dump_config
+        from raylm.train.driver import run_trainer
 
         # Several trials share one console: Ray Data's per-epoch progress bars from each would
         # bury the trial table and raylm's step lines. Datasets copy this context when created.
@@ -77,10 +72,8 @@ def _make_trial(base: dict[str, Any], sweep: str):
         run_dir.mkdir(parents=True, exist_ok=True)
         with (run_dir / "starts.log").open("a", encoding="utf-8") as f:  # resume bookkeeping
             f.write(f"{time.time():.3f}\n")
-        from raylm.config import dump_config
-
         dump_config(cfg, run_dir / "config.yaml")
-        fit_with_callbacks(cfg, [TuneReportCallback()])
+        run_trainer(cfg, callbacks=[TuneReportCallback()])
 
     return _trial
 
@@ -135,9 +128,9 @@ def _search_alg(cfg: Config, settings: TuneSettings):
     if settings.search == "optuna":
         from ray.tune.search.optuna import OptunaSearch
 
-        from raylm.tune.space import in_space
+        from raylm.tune.space import outside_space
 
-        if points and (outside := in_space(points[0], settings)):  # Optuna refuses such points
+        if points and (outside := outside_space(points[0], settings)):  # Optuna refuses such points
             _say(f"optuna: the defaults lie outside the space ({', '.join(outside)}); not run")
             points = None
 

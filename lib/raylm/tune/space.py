@@ -1,83 +1,25 @@
-"""The `tune:` section: typed settings, search-space checks and conversion to Ray Tune.
+"""The `tune:` section's search space: checks against the Config schema, conversion to Ray Tune.
 
     settings = load_settings(cfg)          # ConfigError naming the field, before any trial runs
     param_space = to_param_space(settings)  # {"train.lr": tune.loguniform(...), ...}
 
-Pure pydantic: Ray is imported only inside `to_param_space`.
+The section's schema is `raylm.tune.settings`. Ray is imported only inside `to_param_space`.
 """
 
 from __future__ import annotations
 
 import itertools
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel
 
-from raylm.config import Config, ConfigError, config_from_dict
+from raylm.config import Config
+from raylm.configkit import ConfigError, set_dotted
+from raylm.recipe import config_from_dict
+from raylm.tune.settings import TuneSettings
 
 KINDS = ("loguniform", "uniform", "choice", "grid", "randint")
 _MAX_CORNERS = 256  # joint corner checks beyond this fall back to one field at a time
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
-
-
-class AshaSettings(_Strict):
-    grace_period: int = Field(1, ge=1, description="Epochs every trial runs before it may stop.")
-    reduction_factor: float = Field(2, gt=1, description="Keep 1/reduction_factor at each rung.")
-    max_t: int | None = Field(None, ge=1, description="Epochs a trial may run (default: epochs).")
-    metric: str | None = Field(
-        None,
-        description="Metric the stopping decisions use (default: the sweep's metric). A "
-        "continuous one such as val_loss helps where accuracy-like metrics tie: ASHA never stops "
-        "a trial tied with its rung's cutoff (e.g. every trial still at chance).",
-    )
-    mode: Literal["max", "min"] | None = Field(None, description="Default: min for *_loss.")
-
-
-class TuneSettings(_Strict):
-    """Ray Tune search over the train driver; `space` maps a dotted Config field to a spec."""
-
-    name: str | None = Field(
-        None, pattern=r"^[A-Za-z0-9_.-]+$", description="Sweep name (default: run.name)."
-    )
-    space: dict[str, dict[str, list[Any]]] = Field(
-        ..., description="Field -> {loguniform|uniform|randint: [lo, hi]} or {choice|grid: [...]}"
-    )
-    metric: str | None = Field(None, description="Metric to optimise (default train.best_metric).")
-    mode: Literal["max", "min"] | None = Field(None, description="Default train.best_mode.")
-    num_samples: int = Field(8, ge=1, description="Trials (with grid: repeats of the grid).")
-    search: Literal["random", "grid", "optuna"] = Field("random", description="Search algorithm.")
-    scheduler: Literal["asha", "none"] = Field("asha", description="Early stopping scheduler.")
-    asha: AshaSettings = Field(default_factory=AshaSettings)
-    max_concurrent_trials: int | None = Field(None, ge=1, description="Trials run at once.")
-    seed: int | None = Field(
-        None, description="Seed of the sampler: the same seed samples the same trial configs."
-    )
-    include_default: bool = Field(
-        True,
-        description="First trial runs the config's own values of the searched fields (random and "
-        "optuna search; counts toward num_samples), the reference the winner is compared with.",
-    )
-    resources_per_trial: dict[str, float] = Field(
-        default_factory=lambda: {"CPU": 0.01},
-        description="The trial driver's own share; its TorchTrainer workers reserve their own.",
-    )
-
-    @model_validator(mode="after")
-    def _resources(self) -> TuneSettings:
-        if not any(v > 0 for v in self.resources_per_trial.values()):
-            raise ValueError("resources_per_trial needs a positive share, e.g. {CPU: 0.01}")
-        return self
-
-
-def _fmt(err: ValidationError) -> str:
-    lines = [f"tune: invalid settings ({err.error_count()} problem(s))"]
-    for e in err.errors():
-        loc = ".".join(str(p) for p in e["loc"])
-        lines.append(f"  - tune.{loc}: {e['msg']}")
-    return "\n".join(lines)
 
 
 def _leaf(path: str) -> bool:
@@ -128,13 +70,7 @@ def apply_sample(base: dict[str, Any], sample: dict[str, Any]) -> dict[str, Any]
 
     data = copy.deepcopy(base)
     for field, value in sample.items():
-        *parents, last = field.split(".")
-        node = data
-        for part in parents:
-            if not isinstance(node.get(part), dict):
-                node[part] = {}
-            node = node[part]
-        node[last] = value
+        set_dotted(data, field, value, where=f"tune.space.{field}")
     return data
 
 
@@ -166,10 +102,7 @@ def load_settings(cfg: Config) -> TuneSettings:
         raise ConfigError(
             "tune: this config has no `tune:` section (see examples/tune_sentiment.yaml)"
         )
-    try:
-        settings = TuneSettings.model_validate(cfg.tune)
-    except ValidationError as err:
-        raise ConfigError(_fmt(err)) from None
+    settings = cfg.tune.model_copy(deep=True)  # metric defaults are filled in below
     if not settings.space:
         raise ConfigError("tune.space: empty; give at least one field to search")
     corners = {f: _check_spec(f, spec, settings.search) for f, spec in settings.space.items()}
@@ -237,7 +170,7 @@ def default_point(cfg: Config, settings: TuneSettings) -> dict[str, Any]:
     return point
 
 
-def in_space(point: dict[str, Any], settings: TuneSettings) -> list[str]:
+def outside_space(point: dict[str, Any], settings: TuneSettings) -> list[str]:
     """The fields whose value in `point` lies outside the searched space (empty: all inside)."""
     outside = []
     for field, spec in settings.space.items():

@@ -3,6 +3,7 @@
 Run: python -m pytest tests/unit/eval/test_eval_qa.py -q
 """
 
+import gzip
 import json
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from raylm.eval.qa import (
     squad_normalize,
 )
 
-CMRC_TRIAL = Path(__file__).resolve().parents[4] / "shared/data/cmrc2018/cmrc2018_trial.json"
+CMRC_TRIAL = Path(__file__).resolve().parents[3] / "examples/data/cmrc2018/cmrc2018_trial.json.gz"
 
 
 def test_mixed_segmentation_keeps_digit_and_latin_runs_whole():
@@ -101,9 +102,12 @@ def test_lang_selects_the_rules():
         qa_scores(preds, golds, lang="fr")
 
 
-@pytest.mark.skipif(not CMRC_TRIAL.exists(), reason="CMRC 2018 trial set not present")
+@pytest.mark.skipif(
+    not CMRC_TRIAL.is_file(),
+    reason=f"CMRC 2018 trial set missing: {CMRC_TRIAL} (shipped in the repository)",
+)
 def test_cmrc_trial_gold_answers_score_perfectly():
-    data = json.loads(CMRC_TRIAL.read_text(encoding="utf-8"))
+    data = json.loads(gzip.decompress(CMRC_TRIAL.read_bytes()).decode("utf-8"))
     golds = {
         qa["id"]: [a["text"] for a in qa["answers"]]
         for article in data["data"]

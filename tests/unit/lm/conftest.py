@@ -57,7 +57,7 @@ def tiny_lm(lm_tokenizer):
     import torch
 
     from raylm.config import ModelConfig
-    from raylm.models.build import build_model
+    from raylm.tasks import build_model
 
     torch.manual_seed(0)
     cfg = ModelConfig(task="causal_lm", num_layers=2, hidden_size=32, num_heads=2, dropout=0.0)

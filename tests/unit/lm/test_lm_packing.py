@@ -79,7 +79,7 @@ def test_boundary_rule_only_eos_predicts_across_documents():
 
 
 def test_no_label_crosses_into_padding_when_blocks_are_collated():
-    from raylm.train.tasks import IGNORE_INDEX, collate_lm
+    from raylm.data.collate import IGNORE_INDEX, collate_lm
 
     blocks, _ = pack_documents(_docs(7, seed=3), 32, EOS, flush=True)
     assert len(blocks[-1]["input_ids"]) < 32  # the batch holds the short final block

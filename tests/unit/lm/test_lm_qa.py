@@ -20,7 +20,7 @@ from raylm.data.qa import (
     render_prompt,
 )
 
-CMRC_TRIAL = Path(__file__).resolve().parents[4] / "shared/data/cmrc2018/cmrc2018_trial.json"
+CMRC_TRIAL = Path(__file__).resolve().parents[3] / "examples/data/cmrc2018/cmrc2018_trial.json.gz"
 FILLER = "人民日报记者报道，国家经济发展良好，各地群众欢度新年。"
 QUESTION = "谁开发了这个游戏？"
 ANSWER = "韩国Nexon公司"
@@ -179,7 +179,10 @@ def test_qa_encoder_loads_the_tokenizer_and_refuses_a_bad_template(lm_tokenizer,
         QAEncoder(str(tmp_path), 128, template="{context} only")
 
 
-@pytest.mark.skipif(not CMRC_TRIAL.is_file(), reason="CMRC 2018 trial set not present")
+@pytest.mark.skipif(
+    not CMRC_TRIAL.is_file(),
+    reason=f"CMRC 2018 trial set missing: {CMRC_TRIAL} (shipped in the repository)",
+)
 def test_cmrc_trial_answers_stay_in_the_window_and_rejects_are_real(lm_tokenizer):
     from raylm.data.sources import read_squad
 

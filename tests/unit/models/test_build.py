@@ -3,7 +3,8 @@
 import pytest
 
 from raylm.config import ModelConfig
-from raylm.models.build import build_model, count_parameters, resolved_preset
+from raylm.models.build import count_parameters, resolved_preset
+from raylm.tasks import build_model
 
 
 def test_classifier_from_tiny_preset():
@@ -35,7 +36,7 @@ def test_pretrained_path_counts_on_meta_without_loading(tmp_path, task):
     """Training from `model.path` counts FLOPs on the meta device, where from_pretrained fails."""
     import torch
 
-    from raylm.config import config_from_dict
+    from raylm.recipe import config_from_dict
     from raylm.train.driver import _flops_per_token
 
     lm = task == "causal_lm"
@@ -49,9 +50,8 @@ def test_pretrained_path_counts_on_meta_without_loading(tmp_path, task):
             "model": {"task": task, "path": str(tmp_path / "m")},
         }
     )
-    meta = {"vocab_size": 300, "num_labels": 2, "pad_id": 0}
     n = count_parameters(saved, exclude_embeddings=True)
-    assert _flops_per_token(cfg, meta) == pytest.approx(_flops_per_token_of(n, 1, 32, 64))
+    assert _flops_per_token(cfg, 300, 2, 0) == pytest.approx(_flops_per_token_of(n, 1, 32, 64))
     assert torch.get_default_device().type == "cpu"
 
 

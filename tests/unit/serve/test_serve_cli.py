@@ -9,7 +9,8 @@ import pytest
 import yaml
 
 from raylm.config import ConfigError
-from raylm.serve.cli import model_name, read_serve_section, resolve_model_dir, serve_command
+from raylm.serve.cli import model_name, resolve_model_dir, serve_command
+from raylm.serve.schemas import read_serve_section
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -128,7 +129,7 @@ def test_colocate_builds_one_deployment_with_the_model_settings(tmp_path):
 
 def test_batch_wait_applies_only_with_company():
     pytest.importorskip("ray.serve")
-    from raylm.serve.models import _Company
+    from raylm.serve.models import AdaptiveBatchWait
 
     class Batched:  # the two setters `@serve.batch` gives a method
         def set_max_batch_size(self, n):
@@ -139,7 +140,7 @@ def test_batch_wait_applies_only_with_company():
 
     fn = Batched()
     fn.waits = []
-    company = _Company(fn, {"max_batch_size": 8, "batch_wait_timeout_s": 0.02})
+    company = AdaptiveBatchWait(fn, {"max_batch_size": 8, "batch_wait_timeout_s": 0.02})
     assert fn.size == 8
     # Alone: dispatch at once; then a second request arrives while the first is in flight.
     with company.track(1), company.track(1):

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from raylm.config import ConfigError, load_config
+from raylm.recipe import ConfigError, load_config
 from raylm.serve import openai_compat as oai
 from raylm.serve.schemas import (
     ApiError,

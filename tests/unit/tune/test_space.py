@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from raylm.config import ConfigError, config_from_dict, load_config
-from raylm.tune.space import apply_sample, default_point, in_space, load_settings, to_param_space
+from raylm.recipe import ConfigError, config_from_dict, load_config
+from raylm.tune.space import (
+    apply_sample,
+    default_point,
+    load_settings,
+    outside_space,
+    to_param_space,
+)
 
 
 def _cfg(space: dict, **tune) -> object:
@@ -140,7 +146,7 @@ def test_default_point_reads_the_config_and_resolves_preset_sizes():
         "model.hidden_size": 128,
         "model.num_heads": 2,
     }
-    assert in_space(point, s) == ["model.hidden_size=128"]
+    assert outside_space(point, s) == ["model.hidden_size=128"]
     assert s.include_default is True
 
 

@@ -1,0 +1,59 @@
+"""Collation: a Ray Data numpy batch of encoded rows -> padded model inputs (torch tensors).
+
+    batch = collate_classification(numpy_batch, pad_id)   # input_ids, attention_mask, labels
+    batch = collate_lm(numpy_batch, pad_id)               # labels padded with -100
+
+Rows are padded to the batch's longest row, not to max_length. Used by the training loop (each
+task names its collate) and by batch inference.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+IGNORE_INDEX = -100
+
+
+def pad_rows(rows: Any, pad_value: int, dtype=np.int64) -> np.ndarray:
+    rows = [np.asarray(r) for r in rows]
+    width = max((len(r) for r in rows), default=1)
+    out = np.full((len(rows), max(width, 1)), pad_value, dtype=dtype)
+    for i, r in enumerate(rows):
+        out[i, : len(r)] = r
+    return out
+
+
+def collate_classification(batch: dict[str, Any], pad_id: int) -> dict[str, torch.Tensor]:
+    """Pad variable-length `input_ids` to the batch's longest row (not to max_length)."""
+    ids = pad_rows(batch["input_ids"], pad_id)
+    lengths = np.fromiter((len(r) for r in batch["input_ids"]), dtype=np.int64, count=len(ids))
+    mask = (np.arange(ids.shape[1])[None, :] < lengths[:, None]).astype(np.int64)
+    return {
+        "input_ids": torch.from_numpy(ids),
+        "attention_mask": torch.from_numpy(mask),
+        "labels": torch.from_numpy(np.array(batch["labels"], dtype=np.int64)),  # a writable copy
+    }
+
+
+def collate_lm(batch: dict[str, Any], pad_id: int) -> dict[str, torch.Tensor]:
+    """Causal LM / QA: pad ids with pad_id and labels with -100 (padding never scores)."""
+    ids = pad_rows(batch["input_ids"], pad_id)
+    labels = pad_rows(batch["labels"], IGNORE_INDEX)
+    lengths = np.fromiter((len(r) for r in batch["input_ids"]), dtype=np.int64, count=len(ids))
+    mask = (np.arange(ids.shape[1])[None, :] < lengths[:, None]).astype(np.int64)
+    out = {
+        "input_ids": torch.from_numpy(ids),
+        "attention_mask": torch.from_numpy(mask),
+        "labels": torch.from_numpy(labels),
+    }
+    if "position_ids" in batch:
+        out["position_ids"] = torch.from_numpy(pad_rows(batch["position_ids"], 0))
+    return out
+
+
+def count_tokens(batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Non-padding tokens, as a tensor on the batch's device (no host sync per step)."""
+    return batch["attention_mask"].sum()

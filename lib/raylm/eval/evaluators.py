@@ -1,0 +1,67 @@
+"""Validation scoring inside the training loop: per-rank sums that are all-reduced across workers
+before metrics are derived from them.
+
+    ev = ClassificationEvaluator(num_labels); ev.update(model_output, batch)
+    all_reduce(ev.tensors()); ev.metrics()   # {"val_accuracy": ..., "val_loss": ...}
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from raylm.data.collate import IGNORE_INDEX
+from raylm.eval.metrics import metrics_from_confusion, perplexity
+
+
+class ClassificationEvaluator:
+    """Sums a confusion matrix and the loss; metrics come from the all-reduced sums."""
+
+    def __init__(self, num_labels: int):
+        self.num_labels = num_labels
+        self.cm = torch.zeros(num_labels, num_labels, dtype=torch.float64)
+        self.loss_sum = torch.zeros((), dtype=torch.float64)
+        self.count = torch.zeros((), dtype=torch.float64)
+
+    def update(self, out: Any, batch: dict[str, torch.Tensor]) -> None:
+        labels = batch["labels"].cpu()
+        preds = out.logits.argmax(-1).cpu()
+        idx = labels * self.num_labels + preds
+        self.cm += torch.bincount(idx, minlength=self.num_labels**2).view_as(self.cm).double()
+        self.loss_sum += float(out.loss) * len(labels)
+        self.count += len(labels)
+
+    def tensors(self) -> list[torch.Tensor]:
+        return [self.cm, self.loss_sum, self.count]
+
+    def metrics(self) -> dict[str, float]:
+        m = metrics_from_confusion(self.cm.numpy().astype(np.int64))
+        out = {f"val_{k}": float(m[k]) for k in ("accuracy", "precision", "recall", "f1")}
+        out["val_loss"] = float(self.loss_sum / self.count.clamp(min=1))
+        return out
+
+
+class LMEvaluator:
+    """Token-weighted loss over scored positions -> perplexity."""
+
+    def __init__(self, num_labels: int = 0):
+        self.nll = torch.zeros((), dtype=torch.float64)
+        self.tokens = torch.zeros((), dtype=torch.float64)
+
+    def update(self, out: Any, batch: dict[str, torch.Tensor]) -> None:
+        # HF shifts labels inside the model; count the positions that actually score.
+        scored = int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
+        self.nll += float(out.loss) * scored
+        self.tokens += scored
+
+    def tensors(self) -> list[torch.Tensor]:
+        return [self.nll, self.tokens]
+
+    def metrics(self) -> dict[str, float]:
+        loss = float(self.nll / self.tokens.clamp(min=1))
+        return {
+            "val_loss": loss,
+            "val_perplexity": float(perplexity(float(self.nll), float(self.tokens))),
+        }
