@@ -1,8 +1,8 @@
 """Ray Tune search over the training driver (the config's `tune:` section).
 
-    python ray_jobs/tune.py --config examples/sentiment_zh.yaml [--set k=v ...] [--resume]
+    python ray_jobs/tune.py --config examples/tune_sentiment.yaml [--set k=v ...] [--resume]
     ray job submit --working-dir . --runtime-env ray_jobs/runtime_env.yaml -- \
-        python ray_jobs/tune.py --config examples/sentiment_zh.yaml
+        python ray_jobs/tune.py --config examples/tune_sentiment.yaml
 """
 
 import argparse

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import AfterValidator, Field, model_validator
+from pydantic import AfterValidator, Field, ValidationInfo, field_validator, model_validator
 
 from raylm.configkit import ConfigError, StrictModel, validate
 from raylm.serve.schemas import ServeConfig
@@ -131,9 +131,15 @@ class DataConfig(StrictModel):
             raise ValueError(f"source '{self.source}' needs at least one entry in `paths`")
         if self.labels is not None and len(set(self.labels)) != len(self.labels):
             raise ValueError("`labels` has repeated names")
-        if self.labels is not None and self.source in UNLABELLED_SOURCES:
-            raise ValueError(f"`labels`: source '{self.source}' has no labels to keep")
         return self
+
+    @field_validator("labels")
+    @classmethod
+    def _labelled_source(cls, labels: list[str] | None, info: ValidationInfo) -> Any:
+        source = info.data.get("source")
+        if labels is not None and source in UNLABELLED_SOURCES:
+            raise ValueError(f"source '{source}' has no labels to keep")
+        return labels
 
 
 # -------------------------------------------------------------------------------------- model
@@ -154,17 +160,21 @@ class ModelConfig(StrictModel):
     dropout: float | None = Field(None, ge=0, lt=1, description="Override the preset's dropout.")
     gradient_checkpointing: bool = Field(False, description="Recompute activations in backward.")
 
+    @field_validator(*PRETRAINED_DECIDES)
+    @classmethod
+    def _not_with_path(cls, value: Any, info: ValidationInfo) -> Any:
+        if value is not None and info.data.get("path") is not None:
+            raise ValueError(
+                "ignored with `path` (the pretrained model's own config decides); drop it or "
+                "drop `path`"
+            )
+        return value
+
     @model_validator(mode="after")
     def _source(self) -> ModelConfig:
         if self.path is None and self.preset is None:
             raise ValueError("set either `preset` or `path`")
-        if self.path is not None:
-            given = [f for f in PRETRAINED_DECIDES if getattr(self, f) is not None]
-            if given:
-                raise ValueError(
-                    f"{', '.join(given)}: ignored with `path` (the pretrained model's own config "
-                    "decides); drop them or drop `path`"
-                )
+
         if self.hidden_size and self.num_heads and self.hidden_size % self.num_heads:
             raise ValueError(
                 f"hidden_size ({self.hidden_size}) must be divisible by "

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from raylm.config import Config, parse_config
+from raylm.config import Config, ModelConfig, parse_config
 from raylm.configkit import ConfigError, apply_overrides, problems_error, read_yaml
 from raylm.tasks import TASKS
 
@@ -25,7 +25,8 @@ __all__ = ["ConfigError", "apply_overrides", "config_from_dict", "load_config", 
 def _task_defaults(data: dict[str, Any]) -> None:
     """The task's best metric when the recipe names none (language models have no F1)."""
     model, train = data.get("model"), data.get("train")
-    task = TASKS.get(model.get("task", "classification")) if isinstance(model, dict) else None
+    default = ModelConfig.model_fields["task"].default
+    task = TASKS.get(model.get("task", default)) if isinstance(model, dict) else None
     if task is None:  # not a mapping or not a task: the schema says so
         return
     if train is None:

@@ -16,7 +16,7 @@ def ensure_ray(run: RunConfig) -> None:
         return
     address = run.ray_address or os.environ.get("RAY_ADDRESS")
     # Train V2's placement-group cleanup asks the State API, which lives in the dashboard:
-    # keep it on (the default) even for embedded runs (DESIGN.md, facts checked).
+    # keep it on (the default) even for embedded runs (docs/architecture.md, facts checked).
     if address:
         ray.init(address=address, log_to_driver=True)
     else:

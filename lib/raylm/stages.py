@@ -84,8 +84,14 @@ def evaluate(cfg: Config) -> dict[str, Any]:
     """The task's test-split evaluation of the exported model: metrics.json, report.md, plots."""
     from raylm.runtime import ensure_ray
 
+    run_dir, data_dir = run_dir_of(cfg), data_dir_of(cfg)
+    for needed, stage in ((data_dir / "stats.json", "preprocess"), (run_dir / "model", "export")):
+        if not needed.exists():  # before Ray starts: say which stage is missing
+            raise FileNotFoundError(
+                f"{needed} not found: run `raylm {stage}` for this config first"
+            )
     ensure_ray(cfg.run)
-    return get_task(cfg.model.task).evaluate(cfg, run_dir_of(cfg), data_dir_of(cfg))
+    return get_task(cfg.model.task).evaluate(cfg, run_dir, data_dir)
 
 
 def run(cfg: Config) -> dict[str, Any]:

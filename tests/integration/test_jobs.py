@@ -213,7 +213,19 @@ def test_pipeline_job_succeeds_with_model_in_storage(pipeline_job, workdir):
     assert _checkpoint_models(storage, "api"), sorted(storage.rglob("*"))[:50]
     run_dir = storage / "runs" / "api"
     assert (run_dir / "model" / "model.safetensors").is_file()
-    assert json.loads((run_dir / "metrics.json").read_text())["test"]["accuracy"] >= 0
+    # The test block scores every row of the preprocessed test split, no more and no fewer:
+    # rows of the confusion matrix are the true labels, so they sum per class to the split's
+    # label counts, and the accuracy is its trace over its total.
+    test = json.loads((run_dir / "metrics.json").read_text())["test"]
+    stats = json.loads((run_dir / "data" / "stats.json").read_text())
+    cm = test["confusion_matrix"]
+    assert stats["labels"] == ["neg", "pos"] and [len(row) for row in cm] == [2, 2], (stats, cm)
+    total = sum(map(sum, cm))
+    assert total == stats["splits"]["test"] == test["count"] > 0, (cm, stats["splits"])
+    label_counts = stats["label_counts"]["test"]
+    assert [sum(row) for row in cm] == [label_counts.get(name, 0) for name in stats["labels"]]
+    assert test["accuracy"] == pytest.approx((cm[0][0] + cm[1][1]) / total)
+    assert 0.0 <= test["accuracy"] <= 1.0
 
 
 def test_train_job_through_plain_ray_cli(pipeline_job, head, workdir):

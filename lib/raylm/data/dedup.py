@@ -1,9 +1,11 @@
 """Exact and near-duplicate detection as pure functions (numpy only; pipeline.py distributes them).
 
-Exact: `dedup_group(rows)` gets every row sharing one normalised key and marks all but the first
-`duplicate` (or all `conflicting_label` when the copies disagree on the label).
-Near: `minhash` signatures -> `band_keys` (LSH buckets) -> `near_duplicate_pairs` (verified by
-estimated Jaccard) -> `near_duplicate_drops` (one kept per connected cluster).
+Exact: `dedup_block(rows)` gets batches holding every row of the normalised keys they contain
+and, per key, marks all but the first row `duplicate` (or all `conflicting_label` when the copies
+disagree on the label).
+Near: `minhash` signatures -> `band_keys` (LSH buckets, one row per text and band) ->
+`bucket_pairs_block` (pairs within a bucket, verified by estimated Jaccard) ->
+`near_duplicate_drops` (one kept per connected cluster).
 """
 
 from __future__ import annotations
@@ -54,20 +56,14 @@ def _mark_copies(cols: dict[str, list], idx: list[int], drop_conflicting_labels:
             reasons[i] = "duplicate"
 
 
-def dedup_group(rows: Batch, drop_conflicting_labels: bool = True) -> Batch:
-    """Mark the copies within one group of identical keys; returns a batch with new reasons.
-
-    The first row (by source file, line, text, label) stays, the rest become `duplicate`. With
-    more than one distinct label in the group and `drop_conflicting_labels`, every row becomes
-    `conflicting_label`. Rows already rejected are left alone.
-    """
-    cols = _columns(rows)
-    _mark_copies(cols, list(range(len(cols["text"]))), drop_conflicting_labels)
-    return {**rows, "reject_reason": cols["reject_reason"]}
-
-
 def dedup_block(rows: Batch, drop_conflicting_labels: bool = True) -> Batch:
-    """`dedup_group` on every group of equal `key` in a batch that holds whole groups."""
+    """Mark the copies within every group of equal `key` in a batch that holds whole groups;
+    returns the batch with new reasons.
+
+    Per key, the first row (by source file, line, text, label) stays, the rest become
+    `duplicate`. With more than one distinct label in the group and `drop_conflicting_labels`,
+    every row of it becomes `conflicting_label`. Rows already rejected are left alone.
+    """
     cols = _columns(rows)
     groups: dict[str, list[int]] = {}
     for i, key in enumerate(_tolist(rows["key"])):
@@ -143,19 +139,6 @@ def band_keys(sig: np.ndarray, bands: int, rows: int) -> list[str]:
     return keys
 
 
-def near_duplicate_pairs(
-    ids: list[str], sigs: list[np.ndarray], threshold: float, bands: int, rows: int
-) -> set[tuple[str, str]]:
-    """Pairs (smaller id, larger id) that share an LSH bucket and estimate Jaccard >= threshold."""
-    table: dict[str, list] = {"band": [], "id": [], "sig": []}
-    for id_, sig in zip(ids, sigs, strict=True):
-        for band in band_keys(sig, bands, rows):
-            table["band"].append(band)
-            table["id"].append(id_)
-            table["sig"].append(sig)
-    return bucket_pairs_block(table, threshold)
-
-
 def verified_pairs(
     ids: list[str], sigs: list[np.ndarray], threshold: float
 ) -> set[tuple[str, str]]:
@@ -169,7 +152,8 @@ def verified_pairs(
 
 
 def bucket_pairs_block(rows: Batch, threshold: float) -> set[tuple[str, str]]:
-    """`verified_pairs` within every LSH bucket (`band`) of a batch that holds whole buckets."""
+    """`verified_pairs` within every LSH bucket (`band`) of a batch that holds whole buckets:
+    pairs (smaller id, larger id) sharing a bucket whose estimated Jaccard >= threshold."""
     buckets: dict[str, list[int]] = {}
     for i, band in enumerate(_tolist(rows["band"])):
         buckets.setdefault(band, []).append(i)

@@ -1,4 +1,5 @@
-"""The Ray Data wiring of preprocessing (the only module here that imports Ray).
+"""The Ray Data wiring of clean -> dedup -> split -> tokenizer (lm_pipeline.py adds the GPT-style
+encodings on top; steps.py, dedup.py and sources.py are the pure pieces, without Ray).
 
     from raylm.recipe import load_config
     from raylm.data.pipeline import preprocess

@@ -5,6 +5,9 @@
     plot_confusion_matrix(metrics["confusion_matrix"], ["neg", "pos"], "run/confusion_matrix.png")
     plot_trials({"trial_0": [(1, 0.71), (2, 0.80)]}, "val_f1", "tune/trials.png")
 
+Each ``plot_*`` saves the matplotlib ``Figure`` that its ``figure_*`` twin (same arguments, less
+``out_png``) builds and returns, for callers (and tests) that want the drawn artists.
+
 matplotlib is imported inside the functions and drawn through a bare ``Figure`` with the Agg
 canvas, never pyplot: no global backend switch, no display needed, safe on Ray workers.
 """
@@ -15,7 +18,14 @@ import math
 import os
 from collections.abc import Mapping, Sequence
 
-__all__ = ["plot_confusion_matrix", "plot_learning_curve", "plot_trials"]
+__all__ = [
+    "figure_confusion_matrix",
+    "figure_learning_curve",
+    "figure_trials",
+    "plot_confusion_matrix",
+    "plot_learning_curve",
+    "plot_trials",
+]
 
 _CJK_FONT_HINTS = ("CJK", "Hei", "WenQuanYi", "Source Han", "SimSun", "Ming", "Gothic")
 _LOWER_IS_BETTER = ("loss", "perplexity", "error")
@@ -157,6 +167,11 @@ def plot_learning_curve(
     "val_f1"?, "lr"?}``; a key may be missing from some rows (e.g. val only every N steps).
     Returns the PNG path.
     """
+    return _save(figure_learning_curve(history, title), out_png)
+
+
+def figure_learning_curve(history: Sequence[Mapping], title: str = "learning curve"):
+    """The Figure that `plot_learning_curve` saves."""
     keys = _metric_keys(history)
     fig = _new_figure(12 if keys else 7, 4.6)
     axes = fig.subplots(1, 2) if keys else [fig.subplots()]
@@ -164,7 +179,7 @@ def plot_learning_curve(
     if keys:
         _draw_val_metrics(axes[1], history, keys)
     fig.suptitle(title, fontsize=13)
-    return _save(fig, out_png)
+    return fig
 
 
 def _renderable_labels(names: Sequence[str]) -> tuple[list[str], list[str] | None]:
@@ -188,6 +203,11 @@ def plot_confusion_matrix(
     cm: Sequence[Sequence[int]], label_names: Sequence[str], out_png: str | os.PathLike
 ) -> str:
     """Heat map of counts (rows = true, columns = predicted), each cell with its count and row %."""
+    return _save(figure_confusion_matrix(cm, label_names), out_png)
+
+
+def figure_confusion_matrix(cm: Sequence[Sequence[int]], label_names: Sequence[str]):
+    """The Figure that `plot_confusion_matrix` saves."""
     import numpy as np
 
     cm = np.asarray(cm, dtype=np.int64)
@@ -217,7 +237,7 @@ def plot_confusion_matrix(
     total = int(cm.sum())
     accuracy = np.trace(cm) / total if total else 0.0
     ax.set_title(f"confusion matrix (n={total}, accuracy {accuracy:.3f})")
-    return _save(fig, out_png)
+    return fig
 
 
 def plot_trials(
@@ -231,6 +251,16 @@ def plot_trials(
 
     ``mode`` is ``"max"`` or ``"min"``; by default ``min`` for losses/perplexity, else ``max``.
     """
+    return _save(figure_trials(curves, metric, x_label, mode), out_png)
+
+
+def figure_trials(
+    curves: Mapping[str, Sequence[tuple[float, float]]],
+    metric: str,
+    x_label: str = "step",
+    mode: str | None = None,
+):
+    """The Figure that `plot_trials` saves."""
     mode = mode or ("min" if any(w in metric for w in _LOWER_IS_BETTER) else "max")
     pick = min if mode == "min" else max
     scored = {t: pick(v for _, v in pts) for t, pts in curves.items() if len(pts)}
@@ -260,4 +290,4 @@ def plot_trials(
             fontsize=7 if many else 9, ncol=2 if many else 1,
             loc="upper left" if many else "best", bbox_to_anchor=(1.01, 1) if many else None,
         )  # fmt: skip
-    return _save(fig, out_png)
+    return fig

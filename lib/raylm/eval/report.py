@@ -1,20 +1,19 @@
 """Write a run's ``metrics.json`` (merged, never clobbered) and a short ``report.md``.
 
-    from raylm.eval.report import write_report
-    write_report("runs/sentiment", {"model": {"val": model_metrics}})
-    out = fit_baseline(...)  # raylm.eval.baseline
-    baseline = {**out["metrics"], "fit_seconds": out["fit_seconds"]}
-    write_report("runs/sentiment", {"baseline": baseline})
+    from raylm.eval.report import write_evaluation, write_report
+    write_report("outputs/sentiment_zh", {"test": model_metrics, "baseline": {"test": base}})
+    write_evaluation(run_dir, metrics, confusion, labels)   # + learning curve, confusion plots
 
-Layout the report understands (other top-level keys are kept in the JSON, not tabled)::
+Layout the stages write (other top-level keys are kept in the JSON, not tabled)::
 
-    {"model":    {"val": {"accuracy": ..., "f1": ..., "exact_match": ..., "perplexity": ...}},
-     "baseline": {"val": {...}, "fit_seconds": 3.1}}
+    {"test":     {"accuracy": ..., "f1": ..., "exact_match": ..., "perplexity": ...},
+     "baseline": {"test": {...}, "fit_seconds": 3.1}}
 
-A section may also hold the metrics directly (``{"model": {"accuracy": ...}}``, shown as split
-"all"). Nested dicts are merged key by key, so the model and the baseline can be written by
-different jobs; ``report.md`` is rebuilt from the merged file each time. NaN/inf become null
-(strict JSON). Both files are written atomically (temp file + rename).
+The run's own metrics sit at the top level, per split, and show as the "model" column beside
+the baseline; a section may also be written as ``{"model": {"test": {...}}}``, or hold the
+metrics directly (shown as split "all"). Nested dicts are merged key by key, so the model and
+the baseline can be written by different jobs; ``report.md`` is rebuilt from the merged file each
+time. NaN/inf become null (strict JSON). Both files are written atomically (temp file + rename).
 """
 
 from __future__ import annotations

@@ -254,7 +254,8 @@ def _kinds(endpoint: str) -> str:
 def model_deployment(cfg: ServeConfig, name: str, task: str) -> tuple[Any, tuple]:
     """The Serve deployment for a model of `task` and its constructor arguments."""
     path, batch = str(cfg.models[name]), cfg.batch.model_dump()
-    return DEPLOYMENTS[get_task(task).serve_with], (name, path, batch, cfg.limits.model_dump())
+    deployment = DEPLOYMENTS[get_task(task).serve_with]
+    return deployment, (name, path, batch, cfg.limits.model_dump(), task)
 
 
 def _load(cfg: ServeConfig, name: str, task: str) -> Any:

@@ -63,9 +63,7 @@ def _labels(meta: dict[str, Any], config: Any) -> list[str]:
 
 @serve.deployment
 class ClassifierModel:
-    def __init__(
-        self, name: str, path: str, batch: dict[str, Any], limits: dict[str, Any] | None = None
-    ):
+    def __init__(self, name: str, path: str, batch: dict[str, Any], limits: dict, task: str):
         """Same arguments as GeneratorModel; the ingress checks a classify request's limits."""
         from raylm.eval.predict import ClassifierPredictor
 
@@ -74,7 +72,7 @@ class ClassifierModel:
         self.predictor = ClassifierPredictor(path, max_length=meta.get("max_length") or config_len)
         # A text longer than the position table would crash the model: truncate to fit.
         self.predictor.max_length = min(self.predictor.max_length, config_len)
-        self.name = name
+        self.name, self.task = name, task
         self.labels = _labels(meta, self.predictor.model.config)
         self.batch_wait = AdaptiveBatchWait(self._score, batch)
 
@@ -108,12 +106,31 @@ class ClassifierModel:
         return out
 
     def info(self) -> dict[str, Any]:
-        return {"name": self.name, "task": "classification", "labels": self.labels}
+        return {"name": self.name, "task": self.task, "labels": self.labels}
 
 
 def _apply_stop(text: str, stops: tuple[str, ...]) -> tuple[str, bool]:
     cut = min((i for i in (text.find(s) for s in stops) if i >= 0), default=-1)
     return (text[:cut], True) if cut >= 0 else (text, False)
+
+
+class StopHoldBack:
+    """Streamed text with stop strings: `feed(piece)` returns the text that is safe to send now.
+
+    A stop string can arrive split over several pieces, so the last `len(longest stop) - 1`
+    characters are held back until the next piece shows they are not its start; once a stop
+    string appears, the text before it is released and `hit` is set (send nothing after it)."""
+
+    def __init__(self, stops: tuple[str, ...]):
+        self.stops, self.pending, self.sent, self.hit = stops, "", "", False
+        self.held = max((len(s) for s in stops), default=1) - 1
+
+    def feed(self, piece: str) -> str:
+        text, self.hit = _apply_stop(self.pending + piece, self.stops)
+        ready = text if self.hit else text[: len(text) - self.held]
+        self.pending = "" if self.hit else text[len(ready) :]
+        self.sent += ready
+        return ready
 
 
 def _advance(gen: Any) -> tuple[str, Any]:
@@ -140,7 +157,9 @@ def _chat_prompt(tokenizer: Any, messages: list[dict[str, str]]) -> str:
 
 @serve.deployment
 class GeneratorModel:
-    def __init__(self, name: str, path: str, batch: dict[str, Any], limits: dict[str, Any]):
+    def __init__(
+        self, name: str, path: str, batch: dict[str, Any], limits: dict[str, Any], task: str
+    ):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -150,7 +169,7 @@ class GeneratorModel:
         device = "cuda" if torch.cuda.is_available() else "cpu"
         self.model = AutoModelForCausalLM.from_pretrained(path).to(device).eval()
         self.meta = read_model_meta(path)
-        self.task = self.meta.get("task") or "causal_lm"
+        self.task = task
         # The length `generate` checks against (GPT-2's n_positions under its generic name).
         self.context = int(getattr(self.model.config, "max_position_embeddings", 1024))
         self.template = self.meta.get("prompt_template") or DEFAULT_TEMPLATE
@@ -243,28 +262,22 @@ class GeneratorModel:
             top_p=params.top_p,
             seed=params.seed,
         )
-        text, sent, result, hit = "", "", None, False
-        held = max((len(s) for s in params.stop), default=1) - 1
+        scan, result = StopHoldBack(params.stop), None
         try:
-            while result is None and not hit:
+            while result is None and not scan.hit:
                 kind, value = await _in_thread(_advance, gen)
                 if kind == "done":
                     result = value
-                    continue
-                text, hit = _apply_stop(text + value, params.stop)
-                # Hold back a tail that may be the start of a stop string.
-                ready = text if hit else text[: len(text) - held]
-                if ready:
+                elif ready := scan.feed(value):
                     yield ready
-                    sent, text = sent + ready, text[len(ready) :]
         finally:
             with contextlib.suppress(ValueError):  # still running in a thread: it ends anyway
                 gen.close()
         if result is None:  # cut at a stop string: count what was sent
-            yield {"finish_reason": "stop", "completion_tokens": self._tokens(sent)}
+            yield {"finish_reason": "stop", "completion_tokens": self._tokens(scan.sent)}
             return
-        if text:
-            yield text
+        if scan.pending:
+            yield scan.pending
         yield {"finish_reason": result.finish_reason, "completion_tokens": result.completion_tokens}
 
     async def answer(self, context: str, question: str, params: GenParams) -> dict[str, Any]:

@@ -214,7 +214,12 @@ class _OpenAIRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     model: str | None = Field(None, description="Model name (default: the first fitting one).")
-    max_tokens: int | None = Field(None, ge=1, description="Tokens to generate (default 16).")
+    max_tokens: int | None = Field(
+        None,
+        ge=1,
+        description="Tokens to generate (default: 16 for completions; chat: 256 or "
+        "serve.limits.max_new_tokens if lower).",
+    )
     temperature: float | None = Field(None, ge=0, le=2, description="0: greedy (default 1).")
     top_p: float | None = Field(None, gt=0, le=1, description="Nucleus sampling mass.")
     n: int | None = Field(None, ge=1, le=1, description="Choices per prompt (only 1).")
@@ -264,10 +269,14 @@ class ClassifyRequest(StrictModel):
 
 
 class QARequest(StrictModel):
-    model: str | None = Field(None, description="Model name (default: the first QA model).")
+    model: str | None = Field(
+        None, description="Model name (default: the first generative model: causal_lm or qa)."
+    )
     context: Text = Field(..., description="Passage that holds the answer.")
     question: Text = Field(..., description="Question about the passage.")
-    max_new_tokens: int | None = Field(None, ge=1, description="Answer length cap (default 32).")
+    max_new_tokens: int | None = Field(
+        None, ge=1, description="Answer length cap (default: 32, or serve.limits.max_new_tokens)."
+    )
 
 
 class GenParams(BaseModel):

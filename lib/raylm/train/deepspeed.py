@@ -1,4 +1,5 @@
-"""The one module that imports DeepSpeed: config, engine, step, checkpoints, export.
+"""The one module that imports DeepSpeed: config, engine, step, checkpoint save/load, and the
+full state dict (gathered under ZeRO-3) that export writes (`raylm.models.export`).
 
 Used from inside a Ray Train worker (torch.distributed is already initialised by TorchTrainer;
 DeepSpeed picks its CPU accelerator and gloo on CPU machines, NCCL on GPUs):

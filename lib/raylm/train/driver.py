@@ -161,10 +161,12 @@ def make_trainer(cfg: Config, data_dir: Path, spec: RunSpec, callbacks: list | N
 
 
 def run_trainer(cfg: Config, callbacks: list | None = None) -> Any:
-    """Build the run's TorchTrainer from its preprocessed data and fit it; returns Ray Train's
-    Result. `callbacks` join the RunConfig (Tune passes its TuneReportCallback)."""
+    """Build the run's TorchTrainer from its preprocessed data and fit it (on the connected Ray,
+    else a new embedded one); returns Ray Train's Result. `callbacks` join the RunConfig (Tune
+    passes its TuneReportCallback)."""
     data_dir = cfg.run.data_path.resolve()
-    spec = build_spec(cfg, data_dir, read_stats(data_dir))
+    spec = build_spec(cfg, data_dir, read_stats(data_dir))  # fails fast, before Ray starts
+    ensure_ray(cfg.run)
     print(
         f"[raylm] training {cfg.model.task} on {cfg.train.num_workers} worker(s), "
         f"ZeRO-{cfg.train.zero_stage} {cfg.train.precision}, {spec.total_steps} steps "
@@ -178,7 +180,6 @@ def fit(cfg: Config) -> TrainOutcome:
     """Train (or resume) the run; returns where its best checkpoint is and its metrics."""
     from raylm.train.checkpoint import read_state
 
-    ensure_ray(cfg.run)
     result = run_trainer(cfg)
     if result.error:
         raise result.error

@@ -24,6 +24,7 @@ import torch.distributed as dist
 from raylm.config import Config, TrainConfig, parse_config
 from raylm.data.collate import count_tokens
 from raylm.tasks import RunSpec, get_task
+from raylm.train.flops import mfu
 
 
 @dataclass
@@ -100,7 +101,7 @@ class Meter:
             "train_loss": loss_sum / max(n, 1),
             "samples_per_s": samples / dt,
             "tokens_per_s": tps,
-            "mfu": tps * self.flops_token / self.peak_total if self.peak_total else 0.0,
+            "mfu": mfu(tps, self.flops_token, self.peak_total),
         }
         if self.gauges:
             for name, gauge in self.gauges.items():
@@ -187,10 +188,9 @@ def _rng_state() -> dict[str, Any]:
     return {"cpu": torch.get_rng_state(), "cuda": cuda}
 
 
-def _restore(engine: Any) -> LoopState:
-    import ray.train
-
-    ckpt = ray.train.get_checkpoint()
+def _restore(engine: Any, ckpt: Any) -> LoopState:
+    """The loop state of `ckpt` (a ray.train.Checkpoint, or None: a fresh start), with the
+    engine's DeepSpeed state and the RNG streams restored from it."""
     if ckpt is None:
         return LoopState()
     with ckpt.as_directory() as d:
@@ -248,7 +248,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         cfg.model, spec.vocab_size, spec.num_labels, spec.pad_id, spec.eos_id, spec.id2label
     )
     engine = Engine.create(model, cfg.train, spec.total_steps)
-    state = _restore(engine)
+    state = _restore(engine, ray.train.get_checkpoint())
     peak = device_peak_flops(cfg.train.use_gpu, cfg.train.peak_flops)  # one worker's device
     meter = Meter(spec.flops_per_token, peak * spec.num_workers)
     train_shard = ray.train.get_dataset_shard("train")

@@ -15,7 +15,8 @@ from typing import Any
 
 from raylm.config import dump_config
 from raylm.recipe import config_from_dict
-from raylm.tune.space import TuneSettings, apply_sample
+from raylm.tune.settings import TuneSettings
+from raylm.tune.space import apply_sample
 
 COLUMNS = ["trial_id", "final", "best", "epochs_run", "stopped_early", "wall_s", "status"]
 

@@ -22,7 +22,8 @@ from typing import Any
 
 from raylm.config import Config, ConfigError
 from raylm.recipe import config_from_dict
-from raylm.tune.space import TuneSettings, apply_sample, load_settings, to_param_space
+from raylm.tune.settings import TuneSettings
+from raylm.tune.space import apply_sample, load_settings, to_param_space
 
 
 @dataclass

@@ -167,3 +167,17 @@ def test_no_token_means_open():
     assert {"/v1/classify", "/v1/completions", "/v1/chat/completions", "/v1/qa"} <= set(
         schema["paths"]
     )
+
+
+def test_a_configured_token_with_a_trailing_newline_still_matches(monkeypatch):
+    """A token read from a file (`export RAYLM_SERVE_TOKEN=$(cat f)` keeps no newline, but
+    secret mounts and `--env-file`s often do): the ingress hashes the configured token with
+    the same stripping as the client's, so they compare equal."""
+    from raylm.serve.api import token_digest
+
+    assert token_digest("t0ken\n") == token_digest(" t0ken") == token_digest("t0ken")
+    stand_in = StandIn(None)
+    stand_in.token_sha256 = token_digest(f"{TOKEN}\n")  # as Ingress/build_application do
+    client = TestClient(make_api(stand_in))
+    assert client.get("/v1/models", headers=AUTH).status_code == 200
+    assert client.get("/v1/models", headers={"Authorization": "Bearer other"}).status_code == 401

@@ -59,14 +59,35 @@ def test_build_writes_a_serve_deploy_config(tmp_path):
     assert set(app["args"]["models"]) == {"run", "lm"} and app["args"]["replicas"] == 2
     assert doc["http_options"]["host"] == "127.0.0.1" and doc["http_options"]["port"] == 8100
 
-    from raylm.serve.app import build_app
+    from ray.serve import Application
+
+    from raylm.serve.app import Ingress, build_app
+    from raylm.serve.models import ClassifierModel, GeneratorModel
 
     bound = build_app(app["args"])  # what `serve deploy` runs on the cluster
-    assert bound is not None
+    assert isinstance(bound, Application)
+    ingress = bound._bound_deployment  # Ray 2.60: the Application's top (ingress) deployment
+    assert ingress.name == "Ingress" and ingress.func_or_class is Ingress.func_or_class
+    handles, tasks, served = ingress.init_args[:3]
+    # The two models the args name, each in its own deployment of its task's kind.
+    assert tasks == {"run": "classification", "lm": "causal_lm"}
+    assert served["models"] == app["args"]["models"] and served["port"] == 8100
+    assert handles.keys() == {"run", "lm"}
+    kinds = {"run": ClassifierModel, "lm": GeneratorModel}
+    for name, handle in handles.items():
+        assert isinstance(handle, Application)
+        model = handle._bound_deployment
+        assert model.name == f"model_{name}" and model.func_or_class is kinds[name].func_or_class
+        assert model.init_args[:2] == (name, app["args"]["models"][name])
+        assert model.num_replicas == 2  # `replicas: 2` applies to every model deployment
+    assert ingress.num_replicas == 1  # the ingress only routes: replicas are for the models
     # `serve run` style: flat dotted string args over a recipe's serve section.
-    build_app(
+    flat = build_app(
         {"config": str(ROOT / "examples" / "serve.yaml"), "models.lm": str(lm), "port": "8001"}
     )
+    handles, tasks, served = flat._bound_deployment.init_args[:3]
+    assert tasks == {"lm": "causal_lm"} and handles.keys() == {"lm"}
+    assert served["port"] == 8001 and served["request_timeout_s"] == 30  # the recipe's value
     with pytest.raises(ConfigError, match="serve.checkpoint"):
         build_app({"models.lm": str(lm), "checkpoint": "s3://x"})
     with pytest.raises(ConfigError, match="no config.json"):

