@@ -124,6 +124,38 @@ def tune(
 
 
 @app.command()
+def checkpoints(
+    run_dir: Annotated[str, typer.Argument(help="Run folder, e.g. outputs/sentiment_zh.")],
+    as_json: Annotated[bool, typer.Option("--json", help="JSON lines instead of a table.")] = False,
+):
+    """A run's checkpoints: step, complete / incomplete / corrupt (and why), validation metrics."""
+    import json
+
+    from raylm.train.checkpoint import list_checkpoints
+
+    try:
+        rows = list_checkpoints(run_dir)
+    except (FileNotFoundError, ValueError) as err:
+        typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(1) from None
+    if as_json:
+        for row in rows:
+            typer.echo(json.dumps(row))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("checkpoint", "step", "state", "validation", "problem")
+    for r in rows:
+        shown = " ".join(f"{k} {v:.4f}" for k, v in r["metrics"].items())
+        colour = {"complete": "green", "incomplete": "yellow"}.get(r["state"], "red")
+        table.add_row(
+            r["checkpoint"], str(r["step"]), f"[{colour}]{r['state']}", shown, r["detail"]
+        )
+    Console().print(table)
+
+
+@app.command()
 def validate(config: ConfigArg, set: SetOpt = None):
     """Check a config and print it fully resolved, without running anything."""
     import yaml

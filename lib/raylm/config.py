@@ -272,6 +272,15 @@ class RunConfig(StrictModel):
     baseline: bool = Field(True, description="Also fit the TF-IDF baseline (classification).")
     max_new_tokens: int = Field(32, ge=1, description="Generation cap when evaluating QA.")
 
+    @field_validator("name")
+    @classmethod
+    def _inside_output_dir(cls, name: str) -> str:
+        if set(name) == {"."}:  # "." and ".." name output_dir itself or its parent
+            raise ValueError(
+                f"'{name}' is not a run name: the run folder must be inside output_dir"
+            )
+        return name
+
     @property
     def run_dir(self) -> Path:
         return Path(self.output_dir) / self.name

@@ -24,9 +24,10 @@ class ConfigError(ValueError):
 
 class StrictModel(BaseModel):
     """Base of every config section. Unknown keys are errors (a typo like `train.leraning_rate`
-    must not be silently ignored), and so are bad values assigned after validation."""
+    must not be silently ignored), and so are bad values assigned after validation and
+    non-finite numbers (`train.lr=.inf` would train to NaN)."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 M = TypeVar("M", bound=BaseModel)

@@ -17,10 +17,10 @@ def ensure_ray(run: RunConfig) -> None:
     address = run.ray_address or os.environ.get("RAY_ADDRESS")
     # Train V2's placement-group cleanup asks the State API, which lives in the dashboard:
     # keep it on (the default) even for embedded runs (docs/architecture.md, facts checked).
-    if address:
+    if address and address != "local":  # join a running cluster: its size is its own
         ray.init(address=address, log_to_driver=True)
-    else:
-        ray.init(num_cpus=run.num_cpus, log_to_driver=True)
+    else:  # a new embedded Ray (also RAY_ADDRESS=local): run.num_cpus applies
+        ray.init(address=address, num_cpus=run.num_cpus, log_to_driver=True)
 
 
 def storage_path(run: RunConfig) -> str:

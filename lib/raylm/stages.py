@@ -12,13 +12,16 @@ Everything a stage writes goes under `<run.output_dir>/<run.name>/`:
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from pathlib import Path
 from typing import Any
 
-from raylm.config import Config, dump_config
+from raylm.config import Config
+from raylm.fsutil import replace_folder
+from raylm.runfolder import record_config
 from raylm.tasks import get_task
-from raylm.tasks.base import say
+from raylm.tasks.base import say, train_examples
 
 
 def run_dir_of(cfg: Config) -> Path:
@@ -36,10 +39,36 @@ def preprocess(cfg: Config) -> dict[str, Any]:
     from raylm.runtime import ensure_ray
 
     run_dir, data_dir = run_dir_of(cfg), data_dir_of(cfg)
-    dump_config(cfg, run_dir / "config.yaml")
+    record_config(cfg, run_dir)
     ensure_ray(cfg.run)
-    data_dir.mkdir(parents=True, exist_ok=True)
-    return get_task(cfg.model.task).preprocess(cfg, data_dir)
+    # Into a staging folder, swapped in only once complete: a failed or empty preprocessing
+    # leaves the previous data (and the checkpoints trained on it) as they were.
+    staging = data_dir.with_name(data_dir.name + ".staging")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    try:
+        stats = get_task(cfg.model.task).preprocess(cfg, staging)
+    except BaseException:
+        _discard(staging, run_dir)
+        raise
+    if train_examples(stats) == 0:
+        rejects = _discard(staging, run_dir)
+        raise ValueError(
+            f"preprocessing left 0 training examples ({stats.get('input_records', 0)} input "
+            f"records, rejected: {stats.get('rejected', {})}; each rejected record and its "
+            f"reason: {rejects}); the previous data in {data_dir}, if any, is kept"
+        )
+    replace_folder(staging, data_dir)
+    return stats
+
+
+def _discard(staging: Path, run_dir: Path) -> Path:
+    """Drop a failed preprocessing; keep its rejects (why records were dropped) to read."""
+    rejects = run_dir / "rejects.failed.jsonl"
+    if (staging / "rejects.jsonl").is_file():
+        shutil.copy2(staging / "rejects.jsonl", rejects)
+    shutil.rmtree(staging, ignore_errors=True)
+    return rejects
 
 
 def train(cfg: Config) -> dict[str, Any]:
@@ -47,7 +76,7 @@ def train(cfg: Config) -> dict[str, Any]:
     from raylm.train.driver import fit
 
     run_dir = run_dir_of(cfg)
-    dump_config(cfg, run_dir / "config.yaml")
+    record_config(cfg, run_dir)
     t0 = time.perf_counter()
     outcome = fit(cfg)
     summary = {

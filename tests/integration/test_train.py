@@ -75,7 +75,7 @@ def test_two_workers_zero2_loss_falls_and_params_change(prepared):
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     stages.export(cfg)
-    metrics = stages.evaluate_classification(cfg)
+    metrics = stages.evaluate(cfg)
     run_dir = stages.run_dir_of(cfg)
     rows = [json.loads(ln) for ln in (run_dir / "test_predictions.jsonl").open(encoding="utf-8")]
     assert len(rows) >= 40 and metrics["test"]["accuracy"] > 0.65

@@ -1,5 +1,6 @@
 """Config loading: every shipped YAML validates; bad values fail naming the file and the field."""
 
+import re
 from pathlib import Path
 
 import pytest
@@ -94,3 +95,18 @@ def test_local_model_and_tokenizer_paths_become_absolute(tmp_path, monkeypatch):
     cfg = config_from_dict({**raw, "model": {"path": "m"}})
     assert cfg.model.path == cfg.data.tokenizer.path == str(tmp_path / "m")
     assert config_from_dict({**raw, "model": {"path": "org/model"}}).model.path == "org/model"
+
+
+@pytest.mark.parametrize("name", [".", ".."])
+def test_run_names_that_leave_output_dir_are_refused(name):
+    with pytest.raises(ConfigError, match=rf"run.name: .*'{re.escape(name)}' is not a run name"):
+        load_config(ROOT / "examples/sentiment_zh.yaml", [f"run.name={name}"])
+
+
+@pytest.mark.parametrize(
+    "override", ["train.lr=.inf", "train.lr=.nan", "serve.request_timeout_s=.inf"]
+)
+def test_non_finite_numbers_are_refused(override):
+    field = override.split("=")[0]
+    with pytest.raises(ConfigError, match=rf"{re.escape(field)}: Input should be a finite number"):
+        load_config(ROOT / "examples/serve.yaml", [override])

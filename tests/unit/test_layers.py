@@ -18,7 +18,7 @@ LIB = Path(__file__).resolve().parents[2] / "lib"
 
 # Lowest first. docs/architecture.md draws the same table.
 LAYERS: list[list[str]] = [
-    ["raylm.configkit"],
+    ["raylm.configkit", "raylm.fsutil"],
     ["raylm.serve.schemas", "raylm.tune.settings"],  # typed sections of the recipe schema
     ["raylm.config"],
     ["raylm.runtime"],
@@ -27,7 +27,9 @@ LAYERS: list[list[str]] = [
     ["raylm.eval"],
     ["raylm.tasks"],
     ["raylm.recipe"],
-    ["raylm.train.flops", "raylm.train.deepspeed", "raylm.train.checkpoint"],
+    ["raylm.runfolder"],
+    ["raylm.train.flops", "raylm.train.deepspeed", "raylm.train.manifest"],
+    ["raylm.train.checkpoint"],
     ["raylm.train.loop"],
     ["raylm.train.driver"],
     ["raylm.stages"],

@@ -16,6 +16,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from raylm.fsutil import replace_folder
+
 RAYLM_META = "raylm.json"
 
 
@@ -62,10 +64,4 @@ def export_model(
         if f.is_file():
             shutil.copy2(f, tmp / f.name)
     # Swap in only once the new folder is complete, so a failure never leaves a half model.
-    old = out.with_name(out.name + ".old")
-    shutil.rmtree(old, ignore_errors=True)
-    if out.exists():
-        out.rename(old)
-    tmp.rename(out)
-    shutil.rmtree(old, ignore_errors=True)
-    return out
+    return replace_folder(tmp, out)

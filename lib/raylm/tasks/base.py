@@ -70,6 +70,13 @@ class Task:
     endpoints: frozenset[str]  # Serve endpoints it answers: classify, complete, qa
 
 
+def train_examples(stats: dict[str, Any]) -> int:
+    """Examples in the train split, from stats.json: the encoded examples (packed blocks, QA
+    features) where preprocessing encoded them, else the split's rows (encoded on the fly)."""
+    encoded = stats.get("encoded", {}).get("train")
+    return encoded["examples"] if encoded else stats["splits"]["train"]
+
+
 def ignored_fields(section: Any, names: tuple[str, ...], prefix: str, why: str) -> list[str]:
     """Problems for the fields of `section` among `names` that the task ignores but the recipe
     sets to something other than their default (a dumped config, all defaults written out,

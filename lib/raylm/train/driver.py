@@ -18,6 +18,7 @@ from typing import Any
 from raylm.config import Config
 from raylm.runtime import ensure_ray, storage_path
 from raylm.tasks import RunSpec, get_task
+from raylm.tasks.base import train_examples
 
 
 @dataclass
@@ -52,21 +53,19 @@ def _flops_per_token(cfg: Config, vocab_size: int, num_labels: int, pad_id: int)
     return flops_per_token(n, layers, hidden, cfg.data.max_length)
 
 
-def train_examples(stats: dict[str, Any]) -> int:
-    """Examples in the train split: encoded examples (packed blocks, QA features) when
-    preprocessing encoded them, else the split's rows (encoded on the fly, one each)."""
-    encoded = stats.get("encoded", {}).get("train")
-    return encoded["examples"] if encoded else stats["splits"]["train"]
-
-
 def build_spec(cfg: Config, data_dir: Path, stats: dict[str, Any]) -> RunSpec:
     """Everything the workers need besides the config: vocabulary, labels, step counts."""
     from raylm.data.tokenizer import load_tokenizer
 
     tok = load_tokenizer(str(data_dir / "tokenizer"))
     labels = stats.get("labels") or []
-    world = cfg.train.num_workers
-    micro = max(1, math.ceil((train_examples(stats) // world) / cfg.train.batch_size))
+    world, examples = cfg.train.num_workers, train_examples(stats)
+    if examples < world:  # a worker with no batch would wait on the others' collectives
+        raise ValueError(
+            f"{data_dir}: {examples} training example(s) for {world} worker(s); "
+            "preprocess more data (see stats.json and rejects.jsonl)"
+        )
+    micro = max(1, math.ceil((examples // world) / cfg.train.batch_size))
     vocab, pad_id, num_labels = len(tok), tok.pad_token_id or 0, max(len(labels), 2)
     return RunSpec(
         task=cfg.model.task,

@@ -11,6 +11,7 @@ controller's poll (docs/architecture.md, facts checked).
 from __future__ import annotations
 
 import json
+import math
 import sys
 import tempfile
 import time
@@ -25,6 +26,7 @@ from raylm.config import Config, TrainConfig, parse_config
 from raylm.data.collate import count_tokens
 from raylm.tasks import RunSpec, get_task
 from raylm.train.flops import mfu
+from raylm.train.manifest import check_checkpoint, write_manifest
 
 
 @dataclass
@@ -35,6 +37,9 @@ class LoopState:
     micro_in_epoch: int = 0  # micro-batches of `epoch` already consumed
     step: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)
+    # Resumes that fell back past a bad checkpoint: later checkpoints of the steps redone get
+    # new folder names, so Ray never tracks two checkpoints at one path.
+    fallbacks: int = 0
 
 
 def say(msg: str) -> None:
@@ -176,10 +181,12 @@ def _save_and_report(engine: Any, state: LoopState, metrics: dict[str, Any], spe
 
             write_hf_model(engine.module, state_dict, Path(tmp) / "hf", model_meta(spec))
             (Path(tmp) / "state.json").write_text(json.dumps(asdict(state)))
+        write_manifest(tmp, _rank(), _world())  # last: this rank's part is whole
+        suffix = f"_f{state.fallbacks}" if state.fallbacks else ""
         ray.train.report(
             metrics,
             checkpoint=ray.train.Checkpoint.from_directory(tmp),
-            checkpoint_dir_name=f"checkpoint_step{state.step:07d}",
+            checkpoint_dir_name=f"checkpoint_step{state.step:07d}{suffix}",
         )
 
 
@@ -188,14 +195,62 @@ def _rng_state() -> dict[str, Any]:
     return {"cpu": torch.get_rng_state(), "cuda": cuda}
 
 
+def _world() -> int:
+    return dist.get_world_size() if dist.is_initialized() else 1
+
+
+def _candidates(ckpt: Any) -> list[Any]:
+    """The run's checkpoints up to `ckpt` (Ray Train's latest), newest first."""
+    import pyarrow.fs
+    import ray.train
+
+    parent, latest = ckpt.path.rstrip("/").rsplit("/", 1)
+    infos = ckpt.filesystem.get_file_info(pyarrow.fs.FileSelector(parent))
+    names = sorted(
+        (i.base_name for i in infos if i.type == pyarrow.fs.FileType.Directory),
+        key=_step_of,
+        reverse=True,
+    )
+    names = [
+        n for n in names if n.startswith("checkpoint_step") and _step_of(n) <= _step_of(latest)
+    ]
+    return [ray.train.Checkpoint(f"{parent}/{n}", filesystem=ckpt.filesystem) for n in names]
+
+
+def _step_of(name: str) -> tuple[int, int]:
+    """(step, fallbacks) of `checkpoint_step0000040` or `checkpoint_step0000040_f1`."""
+    digits = name.removeprefix("checkpoint_step").split("_f")
+    try:
+        return int(digits[0]), int(digits[1]) if len(digits) > 1 else 0
+    except ValueError:
+        return -1, 0
+
+
 def _restore(engine: Any, ckpt: Any) -> LoopState:
-    """The loop state of `ckpt` (a ray.train.Checkpoint, or None: a fresh start), with the
-    engine's DeepSpeed state and the RNG streams restored from it."""
+    """The loop state of the newest complete checkpoint up to `ckpt` (Ray Train's latest; None:
+    a fresh start), with the engine's DeepSpeed state and the RNG streams restored from it.
+    Incomplete or corrupt checkpoints (raylm.train.manifest) are skipped with a warning."""
     if ckpt is None:
         return LoopState()
-    with ckpt.as_directory() as d:
-        client = engine.load(d)
+    skipped, client = [], None
+    for candidate in _candidates(ckpt):
+        with candidate.as_directory() as d:
+            check = check_checkpoint(d)
+            if check.ok:
+                client = engine.load(d)
+                break
+        name = candidate.path.rsplit("/", 1)[-1]
+        skipped.append(f"{name} ({check.state}: {check.detail})")
+        if _rank() == 0:
+            say(f"warning: checkpoint {name} is {check.state}, skipped: {check.detail}")
+    if client is None:
+        raise RuntimeError(
+            f"no complete checkpoint to resume from in {ckpt.path.rsplit('/', 1)[0]}: "
+            + "; ".join(skipped)
+            + ". Use another run name to start over."
+        )
     state = LoopState(**client["loop"])
+    state.fallbacks += bool(skipped)
     if "rng" in client:  # dropout masks continue exactly as in an uninterrupted run
         torch.set_rng_state(client["rng"]["cpu"])
         if client["rng"].get("cuda") is not None and torch.cuda.is_available():
@@ -208,8 +263,18 @@ def _restore(engine: Any, ckpt: Any) -> LoopState:
     return state
 
 
+class NonFiniteLossError(FloatingPointError):
+    """The training loss became NaN or infinite: the run stops instead of training on."""
+
+
 def _log(cfg: Config, state: LoopState, meter: Meter, engine: Any, total: int) -> None:
-    row = meter.read()
+    row = meter.read()  # all-reduced: every rank sees a non-finite loss of any rank's
+    if not math.isfinite(row["train_loss"]):
+        first = max(1, state.step - cfg.train.log_every + 1)
+        raise NonFiniteLossError(
+            f"training loss is {row['train_loss']} over steps {first}-{state.step} "
+            f"(lr {engine.lr:.3g}); lower train.lr, or set train.max_grad_norm"
+        )
     row.update(step=state.step, epoch=state.epoch + 1, lr=engine.lr)
     state.history.append({k: round(v, 6) if isinstance(v, float) else v for k, v in row.items()})
     if _rank() == 0:
@@ -223,6 +288,10 @@ def _log(cfg: Config, state: LoopState, meter: Meter, engine: Any, total: int) -
 
 def _checkpoint(engine, state: LoopState, cfg: Config, spec: RunSpec, val_shard) -> None:
     metrics = evaluate(engine, val_shard, cfg, spec)
+    if not math.isfinite(metrics.get("val_loss", 0.0)):  # the weights are NaN: do not save them
+        raise NonFiniteLossError(
+            f"validation loss is {metrics['val_loss']} at step {state.step}; lower train.lr"
+        )
     epoch = state.epoch + state.micro_in_epoch / max(1, spec.micro_per_epoch)
     metrics.update(step=state.step, epoch=round(epoch, 4))
     state.history.append({"step": state.step, "epoch": round(epoch, 4), **metrics})

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import asdict
 
 import pytest
 import torch
 
 from raylm.config import TokenizerConfig
 from raylm.recipe import config_from_dict
-from raylm.train.driver import _split_bytes, build_spec, train_examples
+from raylm.tasks.base import train_examples
+from raylm.train.driver import _split_bytes, build_spec
 from raylm.train.loop import LoopState, _restore
 
 
@@ -74,20 +76,50 @@ class _Engine:
         return torch.load(f"{d}/client.pt", weights_only=False)
 
 
+def _checkpoint(root, step: int, state: LoopState, rng) -> str:
+    from dataclasses import asdict
+
+    from raylm.train.manifest import write_manifest
+
+    d = root / f"checkpoint_step{step:07d}"
+    d.mkdir()
+    torch.save({"loop": asdict(state), "rng": {"cpu": rng, "cuda": None}}, d / "client.pt")
+    (d / "ds").mkdir()
+    (d / "ds" / "shard.pt").write_bytes(b"x" * 100)
+    write_manifest(d, rank=0, world=1)
+    return str(d)
+
+
 def test_restore_continues_state_and_random_streams(tmp_path):
     import ray.train
 
     assert _restore(_Engine(), None) == LoopState()
     torch.manual_seed(3)
     state = LoopState(epoch=1, micro_in_epoch=7, step=40, history=[{"step": 20, "val_f1": 0.7}])
-    from dataclasses import asdict
-
-    client = {"loop": asdict(state), "rng": {"cpu": torch.get_rng_state(), "cuda": None}}
-    torch.save(client, tmp_path / "client.pt")
+    latest = _checkpoint(tmp_path, 40, state, torch.get_rng_state())
     expected = torch.rand(4)  # what an uninterrupted run draws next
     torch.manual_seed(99)
     engine = _Engine()
-    restored = _restore(engine, ray.train.Checkpoint.from_directory(str(tmp_path)))
+    restored = _restore(engine, ray.train.Checkpoint.from_directory(latest))
     assert restored == state and engine.loaded_from is not None
     assert torch.equal(torch.rand(4), expected)
     json.dumps(asdict(restored))  # the state.json beside the shards
+
+
+def test_restore_falls_back_past_a_corrupt_latest_checkpoint(tmp_path, capsys):
+    import ray.train
+
+    rng = torch.get_rng_state()
+    _checkpoint(tmp_path, 20, LoopState(step=20), rng)
+    newest = _checkpoint(tmp_path, 40, LoopState(step=40), rng)
+    (tmp_path / "checkpoint_step0000040" / "ds" / "shard.pt").write_bytes(b"x" * 50)  # truncated
+    engine = _Engine()
+    restored = _restore(engine, ray.train.Checkpoint.from_directory(newest))
+    assert restored.step == 20 and restored.fallbacks == 1
+    assert engine.loaded_from.endswith("checkpoint_step0000020")
+    out = capsys.readouterr().out
+    assert "checkpoint checkpoint_step0000040 is corrupt, skipped: ds/shard.pt is 50 bytes" in out
+
+    (tmp_path / "checkpoint_step0000020" / "manifest.rank0.json").unlink()
+    with pytest.raises(RuntimeError, match="no complete checkpoint to resume from"):
+        _restore(_Engine(), ray.train.Checkpoint.from_directory(newest))
