@@ -277,7 +277,7 @@ def _write_splits(final: ray.data.Dataset, data_dir: Path) -> None:
             written.rename(data_dir / split)
         else:  # an empty split still gets its folder, so read_split finds it
             (data_dir / split).mkdir()
-    shutil.rmtree(staging)
+    shutil.rmtree(staging, ignore_errors=True)  # absent when no record was left to write
 
 
 def _tokenizer(tok_cfg: TokenizerConfig, final: ray.data.Dataset, out: Path) -> Any:
@@ -363,6 +363,9 @@ def preprocess(cfg: Config, data_dir: str | Path | None = None) -> dict[str, Any
     }
     if n_input != n_output + sum(rejects.values()):
         raise RuntimeError(f"record counts do not add up: {stats}")
+    if split_counts["train"] == 0:  # nothing to train a tokenizer on; the caller refuses it
+        (data_dir / "stats.json").write_text(json.dumps(stats, ensure_ascii=False, indent=2) + "\n")
+        return stats
 
     tok = _tokenizer(data_cfg.tokenizer, final, data_dir / "tokenizer")
     progress("tokenizer", vocab=len(tok))
