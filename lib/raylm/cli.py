@@ -48,7 +48,7 @@ def _stage(fn_name: str, config: str, output, name, overrides) -> None:
     cfg = _load(config, output, name, overrides)
     try:
         getattr(stages, fn_name)(cfg)
-    except (FileNotFoundError, ConfigError, NotImplementedError) as err:
+    except (FileNotFoundError, ValueError, NotImplementedError) as err:  # ConfigError too
         typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)
         raise typer.Exit(1) from None
 

@@ -5,11 +5,15 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from raylm.config import RunConfig
+from raylm.config import RunConfig, TrainConfig
+from raylm.configkit import ConfigError
+
+_EMBEDDED = False  # whether ensure_ray started this process's Ray itself (no autoscaler)
 
 
 def ensure_ray(run: RunConfig) -> None:
     """Start (or join) Ray once per process. Embedded Ray binds its dashboard to 127.0.0.1."""
+    global _EMBEDDED
     import ray
 
     if ray.is_initialized():
@@ -21,6 +25,43 @@ def ensure_ray(run: RunConfig) -> None:
         ray.init(address=address, log_to_driver=True)
     else:  # a new embedded Ray (also RAY_ADDRESS=local): run.num_cpus applies
         ray.init(address=address, num_cpus=run.num_cpus, log_to_driver=True)
+        _EMBEDDED = True
+
+
+def worker_needs(train: TrainConfig) -> dict[str, float]:
+    """Ray resources one training worker reserves."""
+    need = {"CPU": train.cpus_per_worker, **train.resources_per_worker}
+    if train.use_gpu:
+        need["GPU"] = 1.0
+    return need
+
+
+def workers_that_fit(need: dict[str, float], nodes: list[dict[str, float]]) -> int:
+    """How many workers needing `need` each the nodes (their total resources) can hold."""
+    return sum(int(min(node.get(k, 0.0) / v for k, v in need.items() if v > 0)) for node in nodes)
+
+
+def preflight(train: TrainConfig) -> None:
+    """Fail at once, in one line, when the workers cannot fit: Ray Train would otherwise retry
+    forever. On a cluster that Ray was joined to, an autoscaler may add nodes: say what the run
+    waits for instead."""
+    import ray
+
+    need = worker_needs(train)
+    nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+    fit = workers_that_fit(need, nodes)
+    if fit >= train.num_workers:
+        return
+    have = {k: sum(n.get(k, 0.0) for n in nodes) for k in need}
+    msg = (
+        f"train.num_workers={train.num_workers} workers of {need} each do not fit: the "
+        f"cluster holds {fit} (its nodes have {have} in all)"
+    )
+    if _EMBEDDED:
+        raise ConfigError(
+            f"{msg}; lower train.num_workers / train.cpus_per_worker or raise run.num_cpus"
+        )
+    print(f"[raylm] warning: {msg}; waiting for the autoscaler to add nodes", flush=True)
 
 
 def storage_path(run: RunConfig) -> str:

@@ -238,3 +238,53 @@ def test_cluster_commands_fail_fast_naming_an_unreachable_address(cli, args):
     assert "ray start --head" in result.stderr  # and what to do about it
     assert result.stdout == ""  # nothing claimed to be submitted / listed
     assert took < UNREACHABLE_BOUND_S, f"{args[0]} took {took:.1f}s to give up"
+
+
+PREFLIGHT = textwrap.dedent(
+    """
+    import json, sys, time
+    from pathlib import Path
+    import ray
+    from typer.testing import CliRunner
+    from raylm.cli import app
+    from raylm.config import TokenizerConfig
+    from raylm.data.tokenizer import train_tokenizer
+
+    out = Path(sys.argv[1])
+    data = out / "sentiment_zh" / "data"  # what preprocessing leaves, made small by hand
+    train_tokenizer([f"好书 第{i}页" for i in range(50)], TokenizerConfig(vocab_size=100,
+                    min_frequency=1), data / "tokenizer")
+    (data / "stats.json").write_text(json.dumps({"splits": {"train": 500}, "labels": ["a", "b"]}))
+    t0 = time.time()
+    args = ["train", "examples/sentiment_zh.yaml", "--output", str(out),
+            "--set", "train.num_workers=8", "--set", "run.num_cpus=2"]
+    result = CliRunner().invoke(app, args)
+    print(json.dumps({"code": result.exit_code, "stderr": result.stderr,
+                      "seconds": time.time() - t0, "ray": ray.is_initialized()}))
+    """
+)
+
+
+def test_workers_that_cannot_fit_an_embedded_ray_fail_in_one_line(tmp_path):
+    """Ray Train would retry the worker group forever ("max allowed: inf")."""
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    run = subprocess.run(
+        [sys.executable, "-c", PREFLIGHT, str(tmp_path)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    out = json.loads(run.stdout.splitlines()[-1])
+    assert out["code"] == 1 and out["ray"] is True, out  # Ray was started, then preflight failed
+    line = out["stderr"].strip()
+    assert "\n" not in line and line.startswith("error: train.num_workers=8 workers of"), line
+    assert "do not fit: the cluster holds 2" in line and "raise run.num_cpus" in line
+
+
+def test_workers_that_fit_count_per_node():
+    from raylm.runtime import workers_that_fit
+
+    nodes = [{"CPU": 4.0, "GPU": 1.0}, {"CPU": 2.0}, {"CPU": 8.0, "GPU": 2.0}]
+    assert workers_that_fit({"CPU": 1.0}, nodes) == 14
+    assert workers_that_fit({"CPU": 3.0}, nodes) == 1 + 0 + 2  # a worker never spans two nodes
+    assert workers_that_fit({"CPU": 1.0, "GPU": 1.0}, nodes) == 3
+    assert workers_that_fit({"CPU": 1.0, "accelerator_type:H100": 0.001}, nodes) == 0

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from raylm.config import Config
-from raylm.runtime import ensure_ray, storage_path
+from raylm.runtime import ensure_ray, preflight, storage_path
 from raylm.tasks import RunSpec, get_task
 from raylm.tasks.base import train_examples
 
@@ -166,6 +166,7 @@ def run_trainer(cfg: Config, callbacks: list | None = None) -> Any:
     data_dir = cfg.run.data_path.resolve()
     spec = build_spec(cfg, data_dir, read_stats(data_dir))  # fails fast, before Ray starts
     ensure_ray(cfg.run)
+    preflight(cfg.train)
     print(
         f"[raylm] training {cfg.model.task} on {cfg.train.num_workers} worker(s), "
         f"ZeRO-{cfg.train.zero_stage} {cfg.train.precision}, {spec.total_steps} steps "

@@ -322,8 +322,22 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     meter = Meter(spec.flops_per_token, peak * spec.num_workers)
     train_shard = ray.train.get_dataset_shard("train")
     val_shard = ray.train.get_dataset_shard("validation")
-    total, stop_at = spec.total_steps, cfg.train.max_steps or spec.total_steps
 
+    _train(cfg, spec, task, engine, state, meter, train_shard, val_shard)
+
+
+def _train(
+    cfg: Config,
+    spec: RunSpec,
+    task: Any,
+    engine: Any,
+    state: LoopState,
+    meter: Meter,
+    train_shard: Any,
+    val_shard: Any,
+) -> None:
+    """Epochs of steps, with validation + checkpoints at eval_every and at each epoch's end."""
+    total, stop_at = spec.total_steps, cfg.train.max_steps or spec.total_steps
     while state.epoch < cfg.train.epochs and state.step < stop_at:
         finished_epoch = True
         epoch_batches = batches(
