@@ -36,6 +36,7 @@ OPTIONS = {
     "serve": {"--config", "-c", "--build", "--output"},
     "tune": {"--resume", "--output", "-o", "--set", "-s"},
     "validate": {"--set", "-s"},
+    "checkpoints": {"--json"},
     "submit": {"--address", "-a", "--set", "-s", "--num-cpus", "--num-gpus", "--follow", "-f"},
     "status": {"--address", "-a"},
     "logs": {"--address", "-a", "--follow", "-f"},
@@ -288,3 +289,26 @@ def test_workers_that_fit_count_per_node():
     assert workers_that_fit({"CPU": 3.0}, nodes) == 1 + 0 + 2  # a worker never spans two nodes
     assert workers_that_fit({"CPU": 1.0, "GPU": 1.0}, nodes) == 3
     assert workers_that_fit({"CPU": 1.0, "accelerator_type:H100": 0.001}, nodes) == 0
+
+
+def test_checkpoints_lists_each_state_with_its_problem(cli, tmp_path):
+    from raylm.train.manifest import write_manifest
+
+    root = tmp_path / "run" / "ray" / "run"
+    for step in (10, 20):
+        d = root / f"checkpoint_step{step:07d}"
+        (d / "ds").mkdir(parents=True)
+        (d / "ds" / "shard.pt").write_bytes(b"x" * 64)
+        history = [{"step": step, "train_loss": 0.5}, {"step": step, "val_f1": 0.1 * step / 10}]
+        (d / "state.json").write_text(json.dumps({"step": step, "history": history}))
+        write_manifest(d, 0, 1)
+    (root / "checkpoint_step0000020" / "ds" / "shard.pt").write_bytes(b"x" * 10)
+    result = cli("checkpoints", tmp_path / "run", "--json")
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [(r["step"], r["state"]) for r in rows] == [(10, "complete"), (20, "corrupt")]
+    assert rows[0]["metrics"] == {"val_f1": 0.1} and rows[1]["detail"].startswith("ds/shard.pt")
+    table = cli("checkpoints", tmp_path / "run")
+    assert table.exit_code == 0 and "corrupt" in table.stdout and "complete" in table.stdout
+    missing = cli("checkpoints", tmp_path / "nothing")
+    assert missing.exit_code == 1 and "no checkpoints" in missing.stderr
