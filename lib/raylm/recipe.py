@@ -29,10 +29,10 @@ def _task_defaults(data: dict[str, Any]) -> None:
     task = TASKS.get(model.get("task", default)) if isinstance(model, dict) else None
     if task is None:  # not a mapping or not a task: the schema says so
         return
-    if train is None:
-        train = data["train"] = {}
-    if isinstance(train, dict) and "best_metric" not in train:
-        train["best_metric"], train["best_mode"] = task.best_metric
+    if train is None or (isinstance(train, dict) and "best_metric" not in train):
+        # A copy: the caller's mapping (e.g. Tune's base for every trial) stays as it was.
+        metric, mode = task.best_metric
+        data["train"] = {**(train or {}), "best_metric": metric, "best_mode": mode}
 
 
 def warnings_of(cfg: Config) -> list[str]:

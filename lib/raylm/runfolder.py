@@ -50,8 +50,9 @@ def record_config(cfg: Config, run_dir: Path) -> None:
     if path.is_file():
         old = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
         diff = differences(old, new)
-        shaping = {k: v for k, v in diff.items() if k.split(".")[0] in SHAPING}
-        shaping = {k: v for k, v in shaping.items() if k not in COMPATIBLE}
+        shaping = {
+            k: v for k, v in diff.items() if k.split(".")[0] in SHAPING and k not in COMPATIBLE
+        }
         if shaping:
             lines = [f"  - {k}: {o!r} recorded, {n!r} now" for k, (o, n) in shaping.items()]
             raise ConfigError(

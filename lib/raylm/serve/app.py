@@ -38,7 +38,7 @@ from raylm.serve.schemas import (
     load_serve_config,
     read_serve_section,
 )
-from raylm.tasks import get_task, task_of_model_dir
+from raylm.tasks import TASKS, get_task, task_of_model_dir
 
 # The deployment that holds a model, by the task's `serve_with`.
 DEPLOYMENTS = {"classifier": ClassifierModel, "generator": GeneratorModel}
@@ -246,8 +246,6 @@ async def _value(x: Any) -> Any:
 
 def _kinds(endpoint: str) -> str:
     """The tasks whose models answer `endpoint`, for error messages."""
-    from raylm.tasks import TASKS
-
     return " or ".join(n for n, t in TASKS.items() if endpoint in t.endpoints) + " model"
 
 
