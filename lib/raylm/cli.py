@@ -42,6 +42,15 @@ def _load(config: str, output: str | None, name: str | None, overrides: list[str
         raise typer.Exit(2) from None
 
 
+def _message(err: BaseException) -> str:
+    """An input error's own message. Ray re-raises a task's ValueError as a RayTaskError that is
+    a ValueError too, but whose text is the worker's whole traceback: show what it wraps."""
+    ray_exceptions = sys.modules.get("ray.exceptions")  # loaded if Ray raised it
+    while ray_exceptions and isinstance(err, ray_exceptions.RayTaskError) and err.cause:
+        err = err.cause
+    return str(err)
+
+
 def _stage(fn_name: str, config: str, output, name, overrides) -> None:
     from raylm import stages
 
@@ -49,7 +58,7 @@ def _stage(fn_name: str, config: str, output, name, overrides) -> None:
     try:
         getattr(stages, fn_name)(cfg)
     except (FileNotFoundError, ValueError, NotImplementedError) as err:  # ConfigError too
-        typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)
+        typer.secho(f"error: {_message(err)}", fg=typer.colors.RED, err=True)
         raise typer.Exit(1) from None
 
 

@@ -79,9 +79,12 @@ class SplitConfig(StrictModel):
 def _absolute_if_local(path: str | None) -> str | None:
     """A folder that exists here becomes absolute: Train workers run in other directories, and
     a relative path they cannot find would be taken for a model-hub id."""
-    if path and Path(path).expanduser().exists():
-        return str(Path(path).expanduser().resolve())
-    return path
+    try:
+        local = Path(path).expanduser() if path else None
+        exists = local is not None and local.exists()
+    except (OSError, RuntimeError):  # a name too long for the filesystem; ~user with no home
+        return path  # not a local folder: the loader says what it is not
+    return str(local.resolve()) if exists else path
 
 
 # A local folder (made absolute) or a model-hub id (kept as written).
@@ -225,6 +228,12 @@ class TrainConfig(StrictModel):
     keep_checkpoints: int = Field(2, ge=1, description="Checkpoints kept (the best always is).")
     max_failures: int = Field(
         0, ge=-1, description="Worker-group restarts on failure (-1: forever)."
+    )
+    collective_timeout_s: float = Field(
+        300,
+        gt=0,
+        description="A worker that answers nothing this long (stopped, frozen, stuck in a "
+        "collective) stops the run with an error naming its rank (or restarts it, max_failures).",
     )
     seed: int = Field(42, description="Seed for init, shuffling and dropout.")
     shuffle_buffer: int = Field(2048, ge=0, description="Local shuffle buffer rows (0: off).")

@@ -39,6 +39,8 @@ def format_errors(err: ValidationError, source: str, prefix: str = "") -> str:
     lines = [f"{source}: invalid configuration ({err.error_count()} problem(s))"]
     for e in err.errors():
         field = ".".join([*([prefix] if prefix else []), *(str(p) for p in e["loc"])])
+        # An unknown key may hold a newline: escaped, so that each problem stays one line.
+        field = "".join(c if c.isprintable() else repr(c)[1:-1] for c in field)
         got = e.get("input")
         got_s = "" if isinstance(got, dict) else f" (got {got!r})"
         lines.append(f"  - {field or '(top level)'}: {e['msg']}{got_s}")
@@ -59,6 +61,12 @@ def validate(model: type[M], data: Any, source: str, prefix: str = "") -> M:
         raise ConfigError(format_errors(err, source, prefix)) from None
 
 
+# PyYAML's constructors raise more than YAMLError on a malformed scalar: ValueError for a date
+# such as 2001-13-01 or `!!int x`, KeyError for `!!bool maybe`, AttributeError for
+# `!!timestamp 5`, TypeError for some tagged nodes.
+YAML_ERRORS = (yaml.YAMLError, ValueError, LookupError, AttributeError, TypeError)
+
+
 def read_yaml(path: str | Path) -> dict[str, Any]:
     """A YAML file's top-level mapping; ConfigError naming the file when it is missing, not YAML,
     or not a mapping."""
@@ -67,7 +75,7 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: config file not found")
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except (yaml.YAMLError, UnicodeDecodeError) as err:
+    except YAML_ERRORS as err:  # UnicodeDecodeError is a ValueError
         raise ConfigError(f"{path}: not valid YAML: {err}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
@@ -77,7 +85,9 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
 def set_dotted(data: dict[str, Any], key: str, value: Any, where: str = "") -> None:
     """`data[a][b][c] = value` for `key = "a.b.c"`, creating missing sections. A parent that
     holds something other than a mapping (or None) is a ConfigError: it is never overwritten."""
-    *parents, leaf = key.strip().split(".")
+    *parents, leaf = parts = key.strip().split(".")
+    if not all(parts):
+        raise ConfigError(f"{where or key}: '{key}' is not a dotted field name (e.g. train.lr)")
     node = data
     for part in parents:
         if node.get(part) is None:
@@ -89,10 +99,11 @@ def set_dotted(data: dict[str, Any], key: str, value: Any, where: str = "") -> N
 
 
 def parse_value(raw: str) -> Any:
-    """Parse an override's value as YAML, so `3e-4`, `true`, `[a, b]` and `null` work."""
+    """Parse an override's value as YAML, so `3e-4`, `true`, `[a, b]` and `null` work; a value
+    that is not YAML (`[a`, `2001-13-01`) is the string as written."""
     try:
         return yaml.safe_load(raw)
-    except yaml.YAMLError:
+    except YAML_ERRORS:
         return raw
 
 

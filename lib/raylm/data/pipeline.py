@@ -18,6 +18,7 @@ import math
 import shutil
 import time
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -27,6 +28,7 @@ import ray
 from ray.data.expressions import col
 
 from raylm.data import dedup, sources, steps
+from raylm.data.inputs import check_inputs, find_corrupt_parquet
 from raylm.data.tokenizer import load_tokenizer, train_tokenizer
 
 if TYPE_CHECKING:
@@ -91,6 +93,8 @@ def _parse_files(
     for data, path in zip(batch["bytes"], batch["path"], strict=True):
         if kind == "jsonl":
             rows += sources.jsonl_rows(data, path, text_col, label_col, limit)
+        elif kind == "csv":
+            rows += sources.csv_rows(data, path, text_col, label_col, limit)
         else:
             rows += sources.text_rows(data, path, labels_by_path.get(path), limit)
     return pa.Table.from_pylist(rows, schema=RECORD_SCHEMA)
@@ -114,14 +118,15 @@ def read_records(data_cfg: DataConfig) -> tuple[ray.data.Dataset, list[str]]:
             "source 'squad' is not cleaned by preprocess (cleaning would shift answer offsets): "
             "read it with raylm.data.sources.read_squad"
         )
-    else:
-        paths, fs = sources.resolve_paths(data_cfg.paths)
-    if src in ("csv", "parquet"):
-        reader = ray.data.read_csv if src == "csv" else ray.data.read_parquet
-        ds = reader(paths, filesystem=fs, include_paths=True)
+    else:  # whole-file problems (a missing path, a truncated Parquet file) fail here, named
+        paths, fs = check_inputs(data_cfg)
+    if src == "parquet":
+        ds = ray.data.read_parquet(paths, filesystem=fs, include_paths=True)
         ds = ds.map_batches(_parse_table, fn_kwargs={"data_cfg": data_cfg}, batch_format="numpy")
     else:
-        kind = "jsonl" if src == "jsonl" else "text"
+        # CSV too is parsed by line (not ray.data.read_csv): a row that is cut short or not UTF-8
+        # becomes a counted reject naming its line, where Arrow's reader fails the whole read.
+        kind = src if src in ("jsonl", "csv") else "text"
         # With a limit, each file gives an equal share: otherwise the first file (neg.txt) would
         # fill a smoke run alone and leave it one class.
         per_file = math.ceil(data_cfg.limit / len(paths)) if data_cfg.limit and paths else None
@@ -287,7 +292,10 @@ def _tokenizer(tok_cfg: TokenizerConfig, final: ray.data.Dataset, out: Path) -> 
         tok.save_pretrained(str(out))
         return tok
     train = final.filter(expr=col("split") == "train").select_columns(["text"])
-    texts = (str(t) for batch in train.iter_batches(batch_format="numpy") for t in batch["text"])
+
+    def texts() -> Iterator[str]:  # one fresh stream per pass of the trainer
+        return (str(t) for b in train.iter_batches(batch_format="numpy") for t in b["text"])
+
     return train_tokenizer(texts, tok_cfg, out, tok_cfg.kind)
 
 
@@ -297,6 +305,17 @@ def _num_partitions(ds: ray.data.MaterializedDataset) -> int:
     too many for small data: every partition is a task and, downstream, a file)."""
     cpus = int(ray.cluster_resources().get("CPU", 1))
     return max(1, min(cpus, 64), math.ceil(ds.size_bytes() / (64 << 20)))
+
+
+def _read_all(cleaned: ray.data.Dataset, data_cfg: DataConfig) -> ray.data.MaterializedDataset:
+    """Run the read and clean steps. A Parquet page that does not decode fails a Ray read task
+    with an error naming no file (`Corrupt snappy compressed data`): find and name the file."""
+    try:
+        return cleaned.materialize()
+    except Exception:
+        if data_cfg.source == "parquet":
+            find_corrupt_parquet(data_cfg)  # raises naming the file, if one is
+        raise
 
 
 def _dedup(cleaned: ray.data.MaterializedDataset, data_cfg: DataConfig):
@@ -330,7 +349,7 @@ def preprocess(cfg: Config, data_dir: str | Path | None = None) -> dict[str, Any
 
     records, paths = read_records(data_cfg)
     cleaned = records.map_batches(_clean, fn_kwargs={"data_cfg": data_cfg}, batch_format="numpy")
-    cleaned = cleaned.materialize()
+    cleaned = _read_all(cleaned, data_cfg)
     n_input = cleaned.count()  # free: a materialized dataset knows its row count
     progress("clean", input=n_input)
 

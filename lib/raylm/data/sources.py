@@ -6,13 +6,19 @@ inside Ray Data and unit tests can run them on literals:
     rows = text_rows(b"good\\n\\xff\\xfe bad\\n", source="a.txt", label="pos")
     rows[1]["reject_reason"]  # "invalid_utf8"
 
-Every record has the columns of `RECORD_COLUMNS`; `reject_reason` "" means kept.
+Every record has the columns of `RECORD_COLUMNS`; `reject_reason` "" means kept, and `line` is
+the 1-based line a record starts on (0: the file as a whole, -1: not known, as in Parquet). A bad
+record is a counted rejection; a file that cannot be read as its source says (a truncated
+Parquet file, a CSV header without the configured columns) is an error naming the file, raised
+by `inputs.check_inputs` before any reading starts.
 """
 
 from __future__ import annotations
 
+import csv
 import glob
 import gzip
+import io
 import json
 import os
 from pathlib import Path
@@ -138,10 +144,18 @@ def decode_line(raw: bytes) -> tuple[str, str]:
         return repr(raw), "invalid_utf8"
 
 
+def _without_bom(data: bytes) -> bytes:
+    return data[3:] if data.startswith(b"\xef\xbb\xbf") else data  # a UTF-8 byte-order mark
+
+
 def _lines(data: bytes, limit: int | None) -> list[bytes]:
-    if data.startswith(b"\xef\xbb\xbf"):  # a UTF-8 byte-order mark
-        data = data[3:]
-    return data.splitlines()[:limit]
+    return _without_bom(data).splitlines()[:limit]
+
+
+def empty_file(source: str) -> dict[str, Any]:
+    """The record of a file that holds no record: rejected as `empty_file` (line 0, the file),
+    so that an empty input is counted and named in the rejects instead of vanishing."""
+    return _record("", None, "empty_file", source, 0)
 
 
 def text_rows(
@@ -155,7 +169,7 @@ def text_rows(
     for n, raw in enumerate(_lines(data, limit), start=1):
         text, reason = decode_line(raw)
         rows.append(_record(text, label, reason, source, n))
-    return rows
+    return rows or [empty_file(source)]
 
 
 def parse_jsonl_line(
@@ -196,26 +210,113 @@ def jsonl_rows(
     for n, raw in enumerate(_lines(data, limit), start=1):
         text, label, reason = parse_jsonl_line(raw, text_column, label_column)
         rows.append(_record(text, label, reason, source, n))
-    return rows
+    return rows or [empty_file(source)]
+
+
+# ------------------------------------------------------------------------------------- CSV
+# The csv module's default field limit (128 KiB) would fail a long document; the whole file is
+# in memory already, so no field can be larger than that.
+csv.field_size_limit(2**31 - 1)
+
+
+def _shown(name: str) -> str:
+    # A header decoded with surrogateescape may hold lone surrogates, which no terminal prints.
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
+def column_indexes(
+    columns: list[str], where: str, text_column: str, label_column: str | None
+) -> tuple[int, int | None]:
+    """Indexes of the text and label columns among `columns`. A missing one is a ValueError that
+    starts with `where` (e.g. "a.csv:1: the CSV header") and lists the columns there are."""
+    for what, name in (("text", text_column), ("label", label_column)):
+        if name is not None and name not in columns:
+            shown = ", ".join(map(_shown, columns)) or "none"
+            raise ValueError(
+                f"{where} has no {what} column {name!r} (columns: {shown}); set "
+                f"data.{what}_column to one of them"
+            )
+    return columns.index(text_column), None if label_column is None else columns.index(label_column)
+
+
+def _csv_record(fields: list[str], width: int, text_i: int, label_i, source: str, line: int):
+    raw = ",".join(fields)
+    try:
+        raw.encode("utf-8")  # cells were decoded with surrogateescape: not UTF-8 in the file
+    except UnicodeEncodeError:
+        return _record(
+            repr(raw.encode("utf-8", "surrogateescape")), None, "invalid_utf8", source, line
+        )
+    if len(fields) != width:  # a truncated row, or an unquoted comma
+        return _record(raw, None, "invalid_csv", source, line)
+    label = None if label_i is None else _label_str(fields[label_i] or None)
+    return _record(fields[text_i], label, "", source, line)
+
+
+def csv_rows(
+    data: bytes,
+    source: str,
+    text_column: str = "text",
+    label_column: str | None = "label",
+    limit: int | None = None,
+) -> list[dict[str, Any]]:
+    """One record per data row (the first `limit`) of a CSV file with a header, numbered by the
+    line the row starts on (a quoted cell may hold newlines).
+
+    Rejects: `invalid_utf8` (a row that is not UTF-8: GBK, say), `invalid_csv` (another number of
+    cells than the header has), `empty_file` (no data row). A header without the text or label
+    column is a ValueError naming the file (`inputs.check_inputs` finds it first).
+    """
+    reader = csv.reader(
+        io.StringIO(_without_bom(data).decode("utf-8", "surrogateescape"), newline="")
+    )
+    try:
+        header = next((fields for fields in reader if fields), None)  # blank lines are no rows
+        if header is None:
+            return [empty_file(source)]
+        where = f"{source}:{reader.line_num}: the CSV header"
+        text_i, label_i = column_indexes(header, where, text_column, label_column)
+        rows, start = [], reader.line_num + 1
+        for fields in reader:
+            line, start = start, reader.line_num + 1
+            if not fields:
+                continue
+            if limit is not None and len(rows) >= limit:
+                break
+            rows.append(_csv_record(fields, len(header), text_i, label_i, source, line))
+    except csv.Error as err:
+        raise ValueError(f"{source}:{reader.line_num}: not valid CSV: {err}") from None
+    return rows or [empty_file(source)]
+
+
+def _cell(value: Any) -> tuple[str | None, str]:
+    """(text, reject reason) of a table cell: Arrow reads a column that is not UTF-8 as bytes."""
+    if isinstance(value, bytes):
+        return decode_line(value)
+    return (None if value is None else str(value)), ""
 
 
 def table_rows(
     batch: dict[str, Any], text_column: str, label_column: str | None, source: str = ""
 ) -> dict[str, list]:
-    """Map a CSV/Parquet batch (any columns; optional `path`) onto the record columns."""
-    if text_column not in batch:
-        raise KeyError(f"text column {text_column!r} not in the data (columns: {sorted(batch)})")
-    if label_column is not None and label_column not in batch:
-        raise KeyError(f"label column {label_column!r} not in the data (columns: {sorted(batch)})")
-    texts = list(batch[text_column])
+    """Map a Parquet batch (any columns; optional `path`) onto the record columns. Rejects:
+    `missing_text` (a null text), `invalid_utf8` (a binary text or label that is not UTF-8)."""
+    missing = [c for c in (text_column, label_column) if c is not None and c not in batch]
+    if missing:
+        where = str(batch["path"][0]) if "path" in batch and len(batch["path"]) else source
+        raise ValueError(f"{where or 'data'}: no column {missing[0]!r} (columns: {sorted(batch)})")
+    texts = [_cell(v) for v in batch[text_column]]
     n = len(texts)
-    labels = [_label_str(v) for v in batch[label_column]] if label_column else [None] * n
-    paths = [str(p) for p in batch["path"]] if "path" in batch else [source] * n
+    labels = [_cell(v) for v in batch[label_column]] if label_column else [(None, "")] * n
+    reasons = [
+        text_reason or label_reason or ("missing_text" if text is None else "")
+        for (text, text_reason), (_, label_reason) in zip(texts, labels, strict=True)
+    ]
     return {
-        "text": ["" if t is None else str(t) for t in texts],
-        "label": labels,
-        "reject_reason": ["missing_text" if t is None else "" for t in texts],
-        "source": paths,
+        "text": ["" if text is None else text for text, _ in texts],
+        "label": [_label_str(label) for label, _ in labels],
+        "reject_reason": reasons,
+        "source": [str(p) for p in batch["path"]] if "path" in batch else [source] * n,
         "line": [-1] * n,
     }
 
@@ -231,15 +332,31 @@ def read_squad(path: str) -> list[dict[str, Any]]:
     `path` is a local file or a pyarrow URI. A gzip-compressed file (`x.json.gz`) is read
     transparently; it is recognised by its magic bytes, not its name, because pyarrow already
     decompresses a ".gz" URI when it opens it (and JSON text never starts with byte 0x1f).
+    A file that is not UTF-8, not JSON or not SQuAD's shape is a ValueError naming it (and the
+    line and column of a JSON error).
     """
     data = read_bytes(path)
     if data[:2] == _GZIP_MAGIC:
         data = gzip.decompress(data)
-    doc = json.loads(data.decode("utf-8"))
+    try:
+        doc = json.loads(data.decode("utf-8"))
+    except UnicodeDecodeError as err:
+        raise ValueError(
+            f"{path}: not UTF-8 (byte {err.start}); convert it, e.g. iconv -f GBK -t UTF-8"
+        ) from None
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}:{err.lineno}:{err.colno}: not valid JSON: {err.msg}") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("data"), list):
         raise ValueError(f"{path}: not SQuAD format (expected an object with a `data` list)")
+    try:
+        return _squad_questions(doc["data"])
+    except (KeyError, TypeError, ValueError, AttributeError) as err:
+        raise ValueError(f"{path}: not SQuAD format ({type(err).__name__}: {err})") from None
+
+
+def _squad_questions(articles: list[Any]) -> list[dict[str, Any]]:
     out = []
-    for article in doc["data"]:
+    for article in articles:
         title = article.get("title", "")
         for para in article.get("paragraphs", []):
             context = para["context"]

@@ -10,7 +10,7 @@ transformers is imported inside the functions: it is slow to import and workers 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -33,25 +33,52 @@ BPE_SPECIALS = {
 }
 
 
-def _wordpiece(texts: Iterator[str], vocab_size: int, min_frequency: int) -> Any:
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
-    from tokenizers.trainers import WordPieceTrainer
+def _bert_pipeline(tok: Any) -> Any:
+    """BERT's normalizer, pre-tokenizer and decoder. handle_chinese_chars puts spaces around every
+    CJK char, so each becomes its own word."""
+    from tokenizers import decoders, normalizers, pre_tokenizers
 
-    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    # handle_chinese_chars puts spaces around every CJK char, so each becomes its own word.
     tok.normalizer = normalizers.BertNormalizer(
         clean_text=True, handle_chinese_chars=True, strip_accents=None, lowercase=True
     )
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     tok.decoder = decoders.WordPiece(prefix="##")
-    specials = list(WORDPIECE_SPECIALS.values())
+    return tok
+
+
+def _train_wordpiece(texts: Iterable[str], vocab_size: int, min_frequency: int, seed: list[str]):
+    from tokenizers import Tokenizer, models
+    from tokenizers.trainers import WordPieceTrainer
+
+    tok = _bert_pipeline(Tokenizer(models.WordPiece(unk_token="[UNK]")))
     trainer = WordPieceTrainer(
         vocab_size=vocab_size,
         min_frequency=min_frequency,
-        special_tokens=specials,
+        special_tokens=list(WORDPIECE_SPECIALS.values()) + seed,
         show_progress=False,
     )
-    tok.train_from_iterator(texts, trainer=trainer)
+    tok.train_from_iterator(iter(texts), trainer=trainer)
+    return tok
+
+
+def _wordpiece(texts: Callable[[], Iterable[str]], vocab_size: int, min_frequency: int) -> Any:
+    """WordPiece, the same vocabulary from the same texts in every process.
+
+    The trainer numbers each continuing piece (`##x`) in the order it meets it in a hash map,
+    whose order differs per process, and breaks ties between equally frequent merges by those
+    numbers: the same texts gave 3,695 or 3,693 tokens. A first pass without merges
+    (vocab_size 0) finds the `##x` pieces; the second pass is handed them, sorted, after the
+    special tokens, so every number and so every tie-break is fixed. The result is rebuilt as a
+    plain WordPiece model over that vocabulary, with only the real special tokens.
+    """
+    from tokenizers import Tokenizer, models, processors
+
+    pieces = _train_wordpiece(texts(), 0, min_frequency, []).get_vocab()
+    seed = sorted(t for t in pieces if t.startswith("##") and len(t) == 3)
+    vocab = _train_wordpiece(texts(), vocab_size, min_frequency, seed).get_vocab()
+    model = models.WordPiece(vocab=vocab, unk_token="[UNK]", continuing_subword_prefix="##")
+    tok = _bert_pipeline(Tokenizer(model))
+    tok.add_special_tokens(list(WORDPIECE_SPECIALS.values()))
     cls_id, sep_id = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
     tok.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]",
@@ -82,26 +109,40 @@ def _bytelevel_bpe(texts: Iterator[str], vocab_size: int, min_frequency: int) ->
     return tok
 
 
+def _passes(texts: Iterable[str] | Callable[[], Iterable[str]]) -> Callable[[], Iterable[str]]:
+    """A way to read the texts more than once: a callable is called per pass, a one-shot
+    iterator is kept in memory, anything else (a list, a Ray dataset view) is iterated again."""
+    if callable(texts):
+        return texts
+    if iter(texts) is texts:
+        kept = list(texts)
+        return lambda: kept
+    return lambda: texts
+
+
 def train_tokenizer(
-    texts_iter: Iterable[str],
+    texts: Iterable[str] | Callable[[], Iterable[str]],
     tok_cfg: TokenizerConfig,
     out_dir: str | Path,
     kind: str | None = None,
 ) -> Any:
     """Train `kind` (default `tok_cfg.kind`) on the texts; save to out_dir; return the HF tokenizer.
 
-    The result is a `transformers.PreTrainedTokenizerFast` with its special tokens set, saved with
-    `save_pretrained` so `AutoTokenizer.from_pretrained(out_dir)` loads it.
+    `texts` is read twice for WordPiece (see `_wordpiece`): pass a callable that starts a fresh
+    stream to keep a large input out of memory. The same texts, in any order, give the same
+    tokenizer in any process. The result is a `transformers.PreTrainedTokenizerFast` with its
+    special tokens set, saved with `save_pretrained` so `AutoTokenizer.from_pretrained(out_dir)`
+    loads it.
     """
     from transformers import PreTrainedTokenizerFast
 
     kind = kind or tok_cfg.kind
-    texts = iter(texts_iter)
+    read = _passes(texts)
     if kind == "wordpiece":
-        backend = _wordpiece(texts, tok_cfg.vocab_size, tok_cfg.min_frequency)
+        backend = _wordpiece(read, tok_cfg.vocab_size, tok_cfg.min_frequency)
         specials = WORDPIECE_SPECIALS
     elif kind == "bytelevel_bpe":
-        backend = _bytelevel_bpe(texts, tok_cfg.vocab_size, tok_cfg.min_frequency)
+        backend = _bytelevel_bpe(iter(read()), tok_cfg.vocab_size, tok_cfg.min_frequency)
         specials = BPE_SPECIALS
     else:
         raise ValueError(f"unknown tokenizer kind {kind!r}: use 'wordpiece' or 'bytelevel_bpe'")

@@ -7,7 +7,8 @@ In Python:  url = deploy({"demo": "outputs/serve_demo/model"}, {"port": 8000})  
 
 Endpoints (see /docs): POST /v1/classify, /v1/completions, /v1/chat/completions, /v1/qa;
 GET /v1/models, /healthz (liveness), /readyz (models loaded), /openapi.json.
-Overload past a model's `max_queued_requests` answers 503 with Retry-After; see api.py for 401/413.
+Overload past a model's `max_queued_requests` answers 503 with Retry-After, and so does a request
+whose model replica died under it (Serve starts a replacement); see api.py for 401/413.
 """
 
 from __future__ import annotations
@@ -21,7 +22,12 @@ from types import SimpleNamespace
 from typing import Any
 
 from ray import serve
-from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
+from ray.exceptions import RayActorError
+from ray.serve.exceptions import (
+    BackPressureError,
+    DeploymentUnavailableError,
+    ReplicaUnavailableError,
+)
 
 from raylm.configkit import ConfigError, set_dotted
 from raylm.serve import openai_compat as oai
@@ -44,6 +50,14 @@ from raylm.tasks import TASKS, get_task, task_of_model_dir
 DEPLOYMENTS = {"classifier": ClassifierModel, "generator": GeneratorModel}
 READY_TIMEOUT_S = 2.0
 MIN_TEMPERATURE = 1e-3
+# A model replica that died (or went unreachable) under a request: Serve starts a replacement,
+# so the request is worth retrying. RayActorError covers ActorDiedError, ActorUnavailableError.
+REPLICA_LOST = (RayActorError, ReplicaUnavailableError)
+
+
+def _lost(err: BaseException) -> ApiError:
+    msg = f"model replica lost mid-request ({type(err).__name__}), retry later"
+    return ApiError(503, msg, "overloaded_error")
 
 
 async def call(response: Any, timeout_s: float) -> Any:
@@ -54,6 +68,8 @@ async def call(response: Any, timeout_s: float) -> Any:
         raise ApiError(503, f"server overloaded, retry later ({err})", "overloaded_error") from None
     except DeploymentUnavailableError as err:
         raise ApiError(503, f"model unavailable, retry later ({err})", "overloaded_error") from None
+    except REPLICA_LOST as err:
+        raise _lost(err) from None
     except asyncio.TimeoutError:
         getattr(response, "cancel", lambda: None)()
         raise ApiError(504, f"no answer within {timeout_s:g} s", "timeout_error") from None
@@ -269,6 +285,8 @@ async def _rest(gen: Any) -> Any:
             yield item
     except (BackPressureError, DeploymentUnavailableError) as err:
         raise ApiError(503, f"model replica unavailable ({err})", "overloaded_error") from None
+    except REPLICA_LOST as err:
+        raise _lost(err) from None
 
 
 # --------------------------------------------------------------------------------- building

@@ -4,12 +4,17 @@
 labels `raylm evaluate` computes. `GeneratorModel` wraps `raylm.generate` for causal LMs and QA.
 Both batch with `@serve.batch` (sizes from `serve.batch`) and run torch in a worker thread, so the
 replica's event loop keeps filling the next batch while one computes.
+
+A stream whose client went away is cancelled by Serve (asyncio.CancelledError at its next await),
+and its generation stops before its next token (`WorkMeter`); `GeneratorModel.stats()` and the
+Ray metrics `raylm_serve_tokens_computed` / `raylm_serve_active_generations` show what runs.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -52,6 +57,83 @@ class AdaptiveBatchWait:
             yield
         finally:
             self.items -= items
+
+
+def _work_metrics() -> tuple[Any, Any] | None:
+    """Ray metrics (Prometheus) of a generator replica; None outside a Ray worker."""
+    import ray
+
+    if not ray.is_initialized():
+        return None
+    from ray.serve.metrics import Counter, Gauge
+
+    tokens = Counter(
+        "raylm_serve_tokens_computed", description="tokens computed (one per row per forward)"
+    )
+    active = Gauge("raylm_serve_active_generations", description="generations in progress")
+    return tokens, active
+
+
+class GenerationStopped(Exception):
+    """Raised in a forward pass of a generation whose stream was cancelled (its client left)."""
+
+
+class WorkMeter:
+    """What a generator replica computes, seen from inside the model: generations in progress,
+    tokens computed, and a stop for the generations of cancelled streams.
+
+    The count and the stop are forward hooks, run once per forward pass (one token per row): the
+    count sees what was computed, whatever reached a client; the stop ends a cancelled stream's
+    generation before its next token. The check is needed because one step of `stream_generate`
+    runs until it has text to send, and a byte-level model can emit thousands of tokens that
+    complete no character: that step would run on in its worker thread after the client left.
+    Read by `GeneratorModel.stats()`; exported as Ray metrics (`raylm_serve_tokens_computed`,
+    `raylm_serve_active_generations`).
+    """
+
+    def __init__(self, model: Any):
+        self.tokens, self.active = 0, 0
+        self._lock, self._local = threading.Lock(), threading.local()
+        self._metrics = _work_metrics()
+        model.register_forward_pre_hook(self._check_stop)
+        model.register_forward_hook(self._count)
+
+    def _check_stop(self, _module: Any, _args: Any) -> None:
+        stop = getattr(self._local, "stop", None)
+        if stop is not None and stop.is_set():
+            raise GenerationStopped("the stream was cancelled: its client went away")
+
+    def _count(self, _module: Any, _args: Any, output: Any) -> None:
+        rows = int(output.logits.shape[0])
+        with self._lock:  # forwards run in worker threads, several streams at once
+            self.tokens += rows
+        if self._metrics:
+            self._metrics[0].inc(rows)
+
+    def watched(self, stop: threading.Event, fn: Any, *args: Any) -> Any:
+        """`fn(*args)` in this (worker) thread, its forward passes refused once `stop` is set."""
+        self._local.stop = stop
+        try:
+            return fn(*args)
+        finally:
+            self._local.stop = None
+
+    @contextlib.contextmanager
+    def generating(self, n: int = 1) -> Any:
+        """Count `n` generations as in progress while the block runs (event-loop side)."""
+        self._set_active(n)
+        try:
+            yield
+        finally:
+            self._set_active(-n)
+
+    def _set_active(self, delta: int) -> None:
+        self.active += delta
+        if self._metrics:
+            self._metrics[1].set(self.active)
+
+    def stats(self) -> dict[str, int]:
+        return {"active_generations": self.active, "tokens_computed": self.tokens}
 
 
 def _labels(meta: dict[str, Any], config: Any) -> list[str]:
@@ -176,6 +258,7 @@ class GeneratorModel:
         render_prompt(self.template, "", "")  # a bad stored template fails at load, not per call
         self.name, self.limits = name, limits
         self.batch_wait = AdaptiveBatchWait(self._generate, batch)
+        self.meter = WorkMeter(self.model)
 
     def _tokens(self, text: str, specials: bool = False) -> int:
         return len(self.tokenizer(text, add_special_tokens=specials)["input_ids"])
@@ -240,7 +323,7 @@ class GeneratorModel:
             prompts = [_chat_prompt(self.tokenizer, messages)]
         for i, prompt in enumerate(prompts):
             self._count(prompt, params, "messages" if messages else f"prompt.{i}")
-        with self.batch_wait.track(len(prompts)):
+        with self.batch_wait.track(len(prompts)), self.meter.generating(len(prompts)):
             return list(await asyncio.gather(*(self._generate((p, params)) for p in prompts)))
 
     async def stream(
@@ -262,16 +345,20 @@ class GeneratorModel:
             top_p=params.top_p,
             seed=params.seed,
         )
-        scan, result = StopHoldBack(params.stop), None
+        scan, result, stop = StopHoldBack(params.stop), None, threading.Event()
         try:
-            while result is None and not scan.hit:
-                kind, value = await _in_thread(_advance, gen)
-                if kind == "done":
-                    result = value
-                elif ready := scan.feed(value):
-                    yield ready
+            with self.meter.generating():
+                # A cancelled stream (client gone) gets CancelledError at this await; the step
+                # then running in its thread ends at its next forward pass (WorkMeter).
+                while result is None and not scan.hit:
+                    kind, value = await _in_thread(self.meter.watched, stop, _advance, gen)
+                    if kind == "done":
+                        result = value
+                    elif ready := scan.feed(value):
+                        yield ready
         finally:
-            with contextlib.suppress(ValueError):  # still running in a thread: it ends anyway
+            stop.set()
+            with contextlib.suppress(ValueError):  # a step still in its thread: `stop` ends it
                 gen.close()
         if result is None:  # cut at a stop string: count what was sent
             yield {"finish_reason": "stop", "completion_tokens": self._tokens(scan.sent)}
@@ -295,9 +382,13 @@ class GeneratorModel:
         except ValueError as err:  # the question alone leaves no room for the answer
             raise ApiError(400, str(err), param="question") from None
         self._count(prompt, params, "context")
-        with self.batch_wait.track(1):
+        with self.batch_wait.track(1), self.meter.generating():
             result = await self._generate((prompt, params))
         return {**result, "answer": result["text"].strip()}
 
     def info(self) -> dict[str, Any]:
         return {"name": self.name, "task": self.task, "context": self.context}
+
+    def stats(self) -> dict[str, int]:
+        """Generations in progress and tokens computed so far, in this replica."""
+        return self.meter.stats()

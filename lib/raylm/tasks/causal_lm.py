@@ -48,6 +48,8 @@ def preprocess(cfg: Config, data_dir: Path) -> dict[str, Any]:
     from raylm.data.pipeline import preprocess as clean_dedup_split
 
     stats = clean_dedup_split(cfg, data_dir)
+    if stats["splits"]["train"] == 0:  # no tokenizer to pack with; stages.preprocess refuses it
+        return stats
     stats["encoded"] = lm_pipeline.pack_causal_lm(cfg, data_dir)
     (data_dir / "stats.json").write_text(
         json.dumps(stats, ensure_ascii=False, indent=2) + "\n", encoding="utf-8"

