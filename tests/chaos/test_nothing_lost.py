@@ -23,6 +23,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from ray_state import alive_actor_pids  # tests/ray_state.py
 from raylm import stages
 from raylm.data.synthetic import sentiment_recipe, write_sentiment_corpus
 from raylm.recipe import ConfigError, config_from_dict
@@ -135,18 +136,11 @@ def _train_in_background(cfg) -> tuple[threading.Thread, dict]:
 
 
 def _train_worker_pids(want: int, within_s: float = 120) -> list[int]:
-    import ray
-    from ray.util.state import list_actors
-
-    address = ray.get_runtime_context().gcs_address  # this session's Ray, not another one here
     deadline = time.monotonic() + within_s
     while time.monotonic() < deadline:
-        alive = list_actors(
-            address=address,
-            filters=[("class_name", "=", "RayTrainWorker"), ("state", "=", "ALIVE")],
-        )
+        alive = alive_actor_pids("RayTrainWorker")
         if len(alive) == want:
-            return sorted(a.pid for a in alive)
+            return sorted(alive)
         time.sleep(0.5)
     raise AssertionError(f"{want} train workers never came up")
 

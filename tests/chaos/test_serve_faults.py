@@ -26,6 +26,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from ray_state import alive_actor_pids  # tests/ray_state.py
 from serve_models import free_port, make_long_generator  # tests/serve_models.py
 
 pytestmark = pytest.mark.integration
@@ -64,14 +65,8 @@ def url(ray_session, tmp_path_factory):
 
 
 def _replica_pids() -> set[int]:
-    """Pids of the model deployment's live replica actors (Ray's State API)."""
-    import ray
-    from ray.util.state import list_actors
-
-    filters = [("class_name", "=", f"ServeReplica:{APP}:{MODEL}"), ("state", "=", "ALIVE")]
-    # This session's own Ray: other Ray instances may run on the machine.
-    actors = list_actors(address=ray.get_runtime_context().gcs_address, filters=filters)
-    return {a.pid for a in actors}
+    """Pids of the model deployment's live replica actors."""
+    return alive_actor_pids(f"ServeReplica:{APP}:{MODEL}")
 
 
 def _deployment_status() -> str:

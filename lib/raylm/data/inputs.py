@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from raylm.data.sources import column_indexes, resolve_paths
+from raylm.data.sources import column_indexes, open_csv, resolve_paths
 
 if TYPE_CHECKING:
     from raylm.config import DataConfig
@@ -60,20 +60,9 @@ def _head(path: str, fs: Any) -> bytes:
 
 
 def _check_csv_header(path: str, fs: Any, text_column: str, label_column: str | None) -> None:
-    """The header as the reader finds it (`sources.csv_rows`: the first non-blank row); a file
-    without one is an `empty_file` reject when read, not an error."""
-    import csv
-    import io
-
-    text = _head(path, fs).removeprefix(b"\xef\xbb\xbf").decode("utf-8", "surrogateescape")
-    reader = csv.reader(io.StringIO(text, newline=""))
-    try:
-        header = next((fields for fields in reader if fields), None)
-    except csv.Error as err:
-        raise ValueError(f"{path}:{reader.line_num}: not valid CSV: {err}") from None
-    if header is not None:
-        where = f"{path}:{reader.line_num}: the CSV header"
-        column_indexes(header, where, text_column, label_column)
+    """The header as the reader finds it (`sources.open_csv`, on the file's first 64 KiB); a
+    file without one is an `empty_file` reject when read, not an error."""
+    open_csv(_head(path, fs), path, text_column, label_column)
 
 
 def find_corrupt_parquet(data_cfg: DataConfig) -> None:

@@ -253,6 +253,27 @@ def _csv_record(fields: list[str], width: int, text_i: int, label_i, source: str
     return _record(fields[text_i], label, "", source, line)
 
 
+def open_csv(
+    data: bytes, source: str, text_column: str, label_column: str | None
+) -> tuple[Any, list[str], tuple[int, int | None]] | None:
+    """A csv reader over `data` (UTF-8 after any byte-order mark; bytes that are not UTF-8 kept
+    as surrogates, for the row's reject), its header (the first non-blank row) and the text and
+    label columns' indexes in it; None when the file has no row. A header without those columns
+    (`column_indexes`) or a row the csv module cannot parse is a ValueError naming file and line.
+    """
+    reader = csv.reader(
+        io.StringIO(_without_bom(data).decode("utf-8", "surrogateescape"), newline="")
+    )
+    try:
+        header = next((fields for fields in reader if fields), None)  # blank lines are no rows
+    except csv.Error as err:
+        raise ValueError(f"{source}:{reader.line_num}: not valid CSV: {err}") from None
+    if header is None:
+        return None
+    where = f"{source}:{reader.line_num}: the CSV header"
+    return reader, header, column_indexes(header, where, text_column, label_column)
+
+
 def csv_rows(
     data: bytes,
     source: str,
@@ -267,16 +288,12 @@ def csv_rows(
     cells than the header has), `empty_file` (no data row). A header without the text or label
     column is a ValueError naming the file (`inputs.check_inputs` finds it first).
     """
-    reader = csv.reader(
-        io.StringIO(_without_bom(data).decode("utf-8", "surrogateescape"), newline="")
-    )
+    opened = open_csv(data, source, text_column, label_column)
+    if opened is None:
+        return [empty_file(source)]
+    reader, header, (text_i, label_i) = opened
+    rows, start = [], reader.line_num + 1
     try:
-        header = next((fields for fields in reader if fields), None)  # blank lines are no rows
-        if header is None:
-            return [empty_file(source)]
-        where = f"{source}:{reader.line_num}: the CSV header"
-        text_i, label_i = column_indexes(header, where, text_column, label_column)
-        rows, start = [], reader.line_num + 1
         for fields in reader:
             line, start = start, reader.line_num + 1
             if not fields:
