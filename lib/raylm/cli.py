@@ -53,11 +53,12 @@ def _message(err: BaseException) -> str:
 
 def _stage(fn_name: str, config: str, output, name, overrides) -> None:
     from raylm import stages
+    from raylm.train.driver import RunFailedError
 
     cfg = _load(config, output, name, overrides)
     try:
         getattr(stages, fn_name)(cfg)
-    except (FileNotFoundError, ValueError, NotImplementedError) as err:  # ConfigError too
+    except (FileNotFoundError, ValueError, NotImplementedError, RunFailedError) as err:
         typer.secho(f"error: {_message(err)}", fg=typer.colors.RED, err=True)
         raise typer.Exit(1) from None
 

@@ -9,6 +9,7 @@ from raylm import reaper
 from raylm.config import RunConfig, TrainConfig
 from raylm.configkit import ConfigError
 
+DASHBOARD_HOST = "127.0.0.1"  # an embedded Ray's dashboard (and its job API) stays on loopback
 _EMBEDDED = False  # whether ensure_ray started this process's Ray itself (no autoscaler)
 
 
@@ -25,7 +26,12 @@ def ensure_ray(run: RunConfig) -> None:
     if address and address != "local":  # join a running cluster: its size is its own
         ray.init(address=address, log_to_driver=True)
     else:  # a new embedded Ray (also RAY_ADDRESS=local): run.num_cpus applies
-        ray.init(address=address, num_cpus=run.num_cpus, log_to_driver=True)
+        ray.init(
+            address=address,
+            num_cpus=run.num_cpus,
+            dashboard_host=DASHBOARD_HOST,
+            log_to_driver=True,
+        )
         _EMBEDDED = True
         reaper.start(os.getpid())  # no Ray process outlives this driver, even if SIGKILLed
 

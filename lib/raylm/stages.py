@@ -20,6 +20,7 @@ from typing import Any
 
 from raylm.config import Config
 from raylm.fsutil import replace_folder
+from raylm.preflight import check_run
 from raylm.runfolder import record_config
 from raylm.tasks import get_task
 from raylm.tasks.base import say, train_examples
@@ -42,6 +43,7 @@ def preprocess(cfg: Config) -> dict[str, Any]:
 
     # A missing path or an unreadable file fails here, before the run folder records a config
     # naming it (the corrected relaunch would be "another config") and before Ray starts.
+    check_run(cfg)
     check_inputs(cfg.data)
     run_dir, data_dir = run_dir_of(cfg), data_dir_of(cfg)
     record_config(cfg, run_dir)
@@ -107,6 +109,7 @@ def train(cfg: Config) -> dict[str, Any]:
     """Train (or resume) and record the best checkpoint in train_result.json."""
     from raylm.train.driver import fit
 
+    check_run(cfg)
     run_dir = run_dir_of(cfg)
     record_config(cfg, run_dir)
     t0 = time.perf_counter()

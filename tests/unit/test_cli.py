@@ -261,7 +261,8 @@ PREFLIGHT = textwrap.dedent(
             "--set", "train.num_workers=8", "--set", "run.num_cpus=2"]
     result = CliRunner().invoke(app, args)
     print(json.dumps({"code": result.exit_code, "stderr": result.stderr,
-                      "seconds": time.time() - t0, "ray": ray.is_initialized()}))
+                      "seconds": time.time() - t0, "ray": ray.is_initialized(),
+                      "dashboard": ray._private.worker.get_dashboard_url()}))
     """
 )
 
@@ -276,6 +277,7 @@ def test_workers_that_cannot_fit_an_embedded_ray_fail_in_one_line(tmp_path):
     assert run.returncode == 0, run.stderr[-3000:]
     out = json.loads(run.stdout.splitlines()[-1])
     assert out["code"] == 1 and out["ray"] is True, out  # Ray was started, then preflight failed
+    assert out["dashboard"].startswith("127.0.0.1:"), out  # the embedded dashboard on loopback
     line = out["stderr"].strip()
     assert "\n" not in line and line.startswith("error: train.num_workers=8 workers of"), line
     assert "do not fit: the cluster holds 2" in line and "raise run.num_cpus" in line

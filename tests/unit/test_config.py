@@ -110,3 +110,12 @@ def test_non_finite_numbers_are_refused(override):
     field = override.split("=")[0]
     with pytest.raises(ConfigError, match=rf"{re.escape(field)}: Input should be a finite number"):
         load_config(ROOT / "examples/serve.yaml", [override])
+
+
+def test_non_finite_numbers_in_the_free_form_tune_space_are_refused():
+    """Found by tests/unit/test_properties.py: `.inf` in a space passed, then dumped as null."""
+    with pytest.raises(ConfigError, match=r"tune.space: .*train.lr.loguniform: \[0.0001, inf\]"):
+        load_config(
+            ROOT / "examples/tune_sentiment.yaml",
+            ["tune.space={train.lr: {loguniform: [1.0e-4, .inf]}}"],
+        )

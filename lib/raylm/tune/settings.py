@@ -7,11 +7,23 @@ that make a valid config) are in `raylm.tune.space.load_settings`. Pure pydantic
 
 from __future__ import annotations
 
+import math
 from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from raylm.configkit import StrictModel
+
+
+def _non_finite(value: Any) -> bool:
+    """Whether a number anywhere inside `value` (nested lists and mappings) is inf or nan."""
+    if isinstance(value, float):
+        return not math.isfinite(value)
+    if isinstance(value, dict):
+        return any(_non_finite(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return any(_non_finite(v) for v in value)
+    return False
 
 
 class AshaSettings(StrictModel):
@@ -55,6 +67,16 @@ class TuneSettings(StrictModel):
         default_factory=lambda: {"CPU": 0.01},
         description="The trial driver's own share; its TorchTrainer workers reserve their own.",
     )
+
+    @field_validator("space")
+    @classmethod
+    def _finite(cls, space: dict[str, dict[str, list[Any]]]) -> dict[str, dict[str, list[Any]]]:
+        """The values are free-form (`Any`), so pydantic's inf/nan refusal does not reach them."""
+        for name, spec in space.items():
+            for kind, values in spec.items():
+                if _non_finite(values):
+                    raise ValueError(f"{name}.{kind}: {values} holds a non-finite number")
+        return space
 
     @model_validator(mode="after")
     def _resources(self) -> TuneSettings:
