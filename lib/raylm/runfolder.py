@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from raylm.config import Config, dump_config
+from raylm.config import Config, dump_config, parse_config
 from raylm.configkit import ConfigError
 
 RECORD = "config.yaml"
@@ -37,6 +37,16 @@ def _flat(data: Any, prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def _as_current(recorded: dict[str, Any]) -> dict[str, Any]:
+    """The recorded config as this raylm reads it: a field added since it was written takes its
+    default there (it did not exist, so the run was made with what the default does), instead of
+    counting as a change. A record this schema refuses is compared as written."""
+    try:
+        return parse_config(recorded, source=RECORD).model_dump(mode="json")
+    except (ConfigError, ValueError, TypeError):
+        return recorded
+
+
 def differences(old: dict[str, Any], new: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
     """Dotted field -> (old, new) for every field whose value differs."""
     a, b = _flat(old), _flat(new)
@@ -48,7 +58,7 @@ def record_config(cfg: Config, run_dir: Path) -> None:
     path = run_dir / RECORD
     new = cfg.model_dump(mode="json")
     if path.is_file():
-        old = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        old = _as_current(yaml.safe_load(path.read_text(encoding="utf-8")) or {})
         diff = differences(old, new)
         shaping = {
             k: v for k, v in diff.items() if k.split(".")[0] in SHAPING and k not in COMPATIBLE

@@ -24,6 +24,7 @@ LAYERS: list[list[str]] = [
     ["raylm.runtime"],
     ["raylm.generate", "raylm.data"],
     ["raylm.models"],
+    ["raylm.preflight"],
     ["raylm.eval"],
     ["raylm.tasks"],
     ["raylm.recipe"],

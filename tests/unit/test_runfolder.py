@@ -40,3 +40,17 @@ def test_a_change_of_data_or_model_is_refused_and_nothing_rewritten(tmp_path):
     assert "model.num_layers: None recorded, 4 now" in msg and "another run.name" in msg
     assert (tmp_path / "config.yaml").read_bytes() == before
     assert not (tmp_path / "config_changes.jsonl").exists()
+
+
+def test_a_field_added_since_the_record_was_written_is_not_a_change(tmp_path):
+    """An upgrade that adds a field (data.mlm was one) must not refuse every earlier run."""
+    import yaml
+
+    record_config(_cfg(), tmp_path)
+    recorded = yaml.safe_load((tmp_path / "config.yaml").read_text())
+    del recorded["data"]["mlm"]  # as a raylm without that section wrote it
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(recorded))
+    record_config(_cfg(), tmp_path)
+    assert not (tmp_path / "config_changes.jsonl").exists()
+    with pytest.raises(ConfigError, match="data.max_length: 128 recorded, 64 now"):
+        record_config(_cfg("data.max_length=64"), tmp_path)  # a real change is still one

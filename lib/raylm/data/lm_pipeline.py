@@ -61,7 +61,7 @@ class _TokenizeAndPack:
         return _encoded_table(out["input_ids"], out["labels"])
 
 
-def _write_encoded(ds: ray.data.Dataset, folder: Path) -> dict[str, int]:
+def write_encoded(ds: ray.data.Dataset, folder: Path) -> dict[str, int]:
     """Write encoded rows; return example and token counts (read back from the written files)."""
     import shutil
 
@@ -97,7 +97,7 @@ def pack_causal_lm(cfg: Config, data_dir: Path) -> dict[str, Any]:
             batch_size=PACK_BATCH_DOCS,
             batch_format="numpy",
         )
-        out[split] = _write_encoded(packed, data_dir / "encoded" / split)
+        out[split] = write_encoded(packed, data_dir / "encoded" / split)
         print(
             f"[preprocess] pack       {split}: {out[split]['examples']} blocks of "
             f"{cfg.data.max_length}, {out[split]['tokens']} tokens",
@@ -196,7 +196,7 @@ def _encode_qa_split(cfg: Config, data_dir: Path, split: str, template: str) -> 
     kept = kept.map_batches(
         lambda b: _encoded_table(list(b["input_ids"]), list(b["labels"])), batch_format="numpy"
     )
-    counts = _write_encoded(kept, data_dir / "encoded" / split)
+    counts = write_encoded(kept, data_dir / "encoded" / split)
     return {**counts, "not_encodable": dict(reasons)}
 
 

@@ -65,3 +65,31 @@ class LMEvaluator:
             "val_loss": loss,
             "val_perplexity": float(perplexity(float(self.nll), float(self.tokens))),
         }
+
+
+class MaskedLMEvaluator:
+    """Masked-token accuracy and perplexity over the masked positions (labels != IGNORE)."""
+
+    def __init__(self, num_labels: int = 0):
+        self.nll = torch.zeros((), dtype=torch.float64)
+        self.correct = torch.zeros((), dtype=torch.float64)
+        self.tokens = torch.zeros((), dtype=torch.float64)
+
+    def update(self, out: Any, batch: dict[str, torch.Tensor]) -> None:
+        labels = batch["labels"]
+        scored = labels != IGNORE_INDEX
+        n = int(scored.sum())
+        self.nll += float(out.loss) * n  # the model's loss is the mean over scored positions
+        self.correct += int((out.logits.argmax(-1)[scored] == labels[scored]).sum())
+        self.tokens += n
+
+    def tensors(self) -> list[torch.Tensor]:
+        return [self.nll, self.correct, self.tokens]
+
+    def metrics(self) -> dict[str, float]:
+        tokens = float(self.tokens.clamp(min=1))
+        return {
+            "val_loss": float(self.nll) / tokens,
+            "val_masked_accuracy": float(self.correct) / tokens,
+            "val_perplexity": float(perplexity(float(self.nll), float(self.tokens))),
+        }

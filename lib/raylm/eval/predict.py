@@ -85,6 +85,57 @@ def perplexity_of(ds: Any, model_dir: str, batch_size: int = 16) -> dict[str, fl
     return {"loss": nll / max(tokens, 1), "perplexity": perplexity(nll, tokens), "tokens": tokens}
 
 
+class MaskedLMScorer:
+    """Masks encoded blocks as validation does (one fixed seed) and sums the masked tokens' NLL
+    and hits: test perplexity and masked-token accuracy of an exported masked LM."""
+
+    def __init__(self, model_dir: str, seed: int, mask_prob: float):
+        from transformers import AutoModelForMaskedLM, AutoTokenizer
+
+        self.model = AutoModelForMaskedLM.from_pretrained(model_dir).eval()
+        tok = AutoTokenizer.from_pretrained(model_dir)
+        self.pad_id, self.mask_id = tok.pad_token_id or 0, tok.mask_token_id
+        self.seed, self.mask_prob = seed, mask_prob
+
+    def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
+        import torch
+
+        from raylm.data.mlm import collate_mlm
+
+        inputs = collate_mlm(
+            batch, self.pad_id, self.mask_id, self.model.config.vocab_size, self.seed,
+            self.mask_prob,
+        )  # fmt: skip
+        with torch.inference_mode():
+            out = self.model(**inputs)
+        scored = inputs["labels"] != -100
+        hits = int((out.logits.argmax(-1)[scored] == inputs["labels"][scored]).sum())
+        n = int(scored.sum())
+        return {"nll": np.array([float(out.loss) * n]), "hits": [hits], "tokens": np.array([n])}
+
+
+def masked_lm_scores(
+    ds: Any, model_dir: str, seed: int, mask_prob: float, batch_size: int = 16
+) -> dict[str, float]:
+    """Masked-token loss, perplexity and accuracy of an exported masked LM over encoded blocks."""
+    from raylm.eval.metrics import perplexity
+
+    sums = ds.map_batches(
+        MaskedLMScorer,
+        fn_constructor_kwargs={"model_dir": str(model_dir), "seed": seed, "mask_prob": mask_prob},
+        batch_size=batch_size,
+        batch_format="numpy",
+        concurrency=1,
+    ).to_pandas()
+    nll, tokens = float(sums["nll"].sum()), float(sums["tokens"].sum())
+    return {
+        "loss": nll / max(tokens, 1),
+        "perplexity": perplexity(nll, tokens),
+        "masked_accuracy": float(sums["hits"].sum()) / max(tokens, 1),
+        "tokens": tokens,
+    }
+
+
 class QAPredictor:
     """Builds prompts with the model's stored template and generates answers (greedy)."""
 

@@ -137,6 +137,33 @@ def causal_lm(
     return _finish(AutoModelForCausalLM.from_config(config), cfg)
 
 
+def masked_lm(cfg: ModelConfig, vocab_size: int, pad_token_id: int = 0) -> Any:
+    """A BERT-style encoder with a masked-LM head (its encoder is what fine-tuning loads)."""
+    from transformers import AutoModelForMaskedLM
+
+    if cfg.path:
+        _needs(cfg.path, "AutoModelForMaskedLM", "masked-LM pretraining (task: mlm)")
+        return _finish(AutoModelForMaskedLM.from_pretrained(cfg.path), cfg)
+    config = _encoder_config(cfg, vocab_size, 2, pad_token_id)
+    return _finish(AutoModelForMaskedLM.from_config(config), cfg)
+
+
+def _needs(path: str, auto_class: str, what: str) -> Any:
+    """The checkpoint's config, or a one-line error naming its architecture and the task."""
+    import transformers
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(path)
+    mapping = getattr(transformers, auto_class)._model_mapping
+    if type(config) not in mapping:
+        archs = ", ".join(config.architectures or []) or config.model_type
+        raise ValueError(
+            f"model.path {path}: a {archs} checkpoint ({config.model_type}) cannot take {what}; "
+            f"it needs an architecture {auto_class} knows (e.g. BERT-style encoders)"
+        )
+    return config
+
+
 # Architectures without weights, for counting under the meta device: `from_pretrained` refuses a
 # meta-device context, so a pretrained `path` is built from its config alone.
 def sequence_classifier_skeleton(
@@ -172,3 +199,12 @@ def count_parameters(
             continue
         total += param.numel()
     return total
+
+
+def masked_lm_skeleton(cfg: ModelConfig, vocab_size: int, pad_token_id: int = 0) -> Any:
+    if not cfg.path:
+        return masked_lm(cfg, vocab_size, pad_token_id)
+    from transformers import AutoModelForMaskedLM
+
+    config = _needs(cfg.path, "AutoModelForMaskedLM", "masked-LM pretraining (task: mlm)")
+    return AutoModelForMaskedLM.from_config(config)

@@ -268,7 +268,13 @@ def _kinds(endpoint: str) -> str:
 def model_deployment(cfg: ServeConfig, name: str, task: str) -> tuple[Any, tuple]:
     """The Serve deployment for a model of `task` and its constructor arguments."""
     path, batch = str(cfg.models[name]), cfg.batch.model_dump()
-    deployment = DEPLOYMENTS[get_task(task).serve_with]
+    serve_with = get_task(task).serve_with
+    if serve_with is None:
+        raise ValueError(
+            f"serve.models.{name}: {path} is a {task} model, which Serve has no endpoint for; "
+            "fine-tune it (model.path) for a task that has one"
+        )
+    deployment = DEPLOYMENTS[serve_with]
     return deployment, (name, path, batch, cfg.limits.model_dump(), task)
 
 

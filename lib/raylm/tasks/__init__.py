@@ -14,13 +14,15 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from raylm.tasks import causal_lm, classification, qa
+from raylm.tasks import causal_lm, classification, mlm, qa
 from raylm.tasks.base import RunSpec, Task
 
 if TYPE_CHECKING:
     from raylm.config import ModelConfig
 
-TASKS: dict[str, Task] = {t.name: t for t in (classification.TASK, causal_lm.TASK, qa.TASK)}
+TASKS: dict[str, Task] = {
+    t.name: t for t in (classification.TASK, causal_lm.TASK, qa.TASK, mlm.TASK)
+}
 
 __all__ = ["TASKS", "RunSpec", "Task", "build_model", "get_task", "task_of_model_dir"]
 
@@ -55,5 +57,8 @@ def task_of_model_dir(path: str | Path) -> str:
         return task
     config = json.loads((Path(path) / "config.json").read_text(encoding="utf-8"))
     archs = config.get("architectures") or []
-    guess = classification.TASK if any("Classification" in a for a in archs) else causal_lm.TASK
-    return guess.name
+    if any("Classification" in a for a in archs):
+        return classification.TASK.name
+    if any("MaskedLM" in a for a in archs):
+        return mlm.TASK.name
+    return causal_lm.TASK.name

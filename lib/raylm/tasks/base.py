@@ -42,6 +42,8 @@ class RunSpec:
     num_workers: int
     flops_per_token: float = 0.0
     prompt_template: str | None = None
+    mask_id: int | None = None  # [MASK], for masked-LM tasks
+    mask_prob: float = 0.15
 
 
 @dataclass(frozen=True)
@@ -57,8 +59,9 @@ class Task:
     preprocess: Callable[[Config, Path], dict[str, Any]]
     # datasets(cfg, data_dir) -> {"train": Dataset, "validation": Dataset} of encoded rows (lazy)
     datasets: Callable[[Config, Path], dict[str, Any]]
-    # collate(numpy_batch, pad_id) -> model inputs as tensors (raylm.data.collate)
-    collate: Callable[[dict[str, Any], int], dict[str, Any]]
+    # collate(numpy_batch, spec, seed) -> model inputs as tensors (raylm.data.collate); the
+    # seed (train.seed + epoch; train.seed for validation) draws masked-LM masks
+    collate: Callable[[dict[str, Any], RunSpec, int], dict[str, Any]]
     evaluator: Callable[[RunSpec], Evaluator]
     # build_model(model_cfg, vocab_size, num_labels, pad_id, eos_id, id2label) -> HF model
     build_model: Callable[..., Any]
@@ -66,7 +69,7 @@ class Task:
     skeleton: Callable[..., Any]
     # evaluate(cfg, run_dir, data_dir) -> metrics.json mapping of the exported model on test
     evaluate: Callable[[Config, Path, Path], dict[str, Any]]
-    serve_with: Literal["classifier", "generator"]  # which Serve deployment holds the model
+    serve_with: Literal["classifier", "generator"] | None  # its Serve deployment (None: none)
     endpoints: frozenset[str]  # Serve endpoints it answers: classify, complete, qa
 
 

@@ -30,7 +30,7 @@ def decoder_problems(cfg: Config) -> list[str]:
             "(language models report val_loss, val_perplexity)"
         )
     problems += ignored_fields(cfg.run, ("baseline",), "run", "the baseline is a classifier's")
-    return problems
+    return problems + ignored_fields(cfg.data, ("mlm",), "data", "a decoder masks nothing")
 
 
 def check_config(cfg: Config) -> list[str]:
@@ -63,10 +63,10 @@ def datasets(cfg: Config, data_dir: Path) -> dict[str, Any]:
     return {s: read_encoded(data_dir, s) for s in ("train", "validation")}
 
 
-def collate(batch: dict[str, Any], pad_id: int) -> dict[str, Any]:
+def collate(batch: dict[str, Any], spec: RunSpec, seed: int) -> dict[str, Any]:
     from raylm.data.collate import collate_lm
 
-    return collate_lm(batch, pad_id)
+    return collate_lm(batch, spec.pad_id)
 
 
 def evaluator(spec: RunSpec) -> Any:

@@ -28,7 +28,7 @@ def check_config(cfg: Config) -> list[str]:
     problems += ignored_fields(
         cfg.run, ("max_new_tokens",), "run", "classification generates nothing"
     )
-    return problems
+    return problems + ignored_fields(cfg.data, ("mlm",), "data", "it masks nothing")
 
 
 def preprocess(cfg: Config, data_dir: Path) -> dict[str, Any]:
@@ -47,10 +47,10 @@ def datasets(cfg: Config, data_dir: Path) -> dict[str, Any]:
     }
 
 
-def collate(batch: dict[str, Any], pad_id: int) -> dict[str, Any]:
+def collate(batch: dict[str, Any], spec: RunSpec, seed: int) -> dict[str, Any]:
     from raylm.data.collate import collate_classification
 
-    return collate_classification(batch, pad_id)
+    return collate_classification(batch, spec.pad_id)
 
 
 def evaluator(spec: RunSpec) -> Any:

@@ -129,12 +129,13 @@ def _gauges() -> dict[str, Any] | None:
     return {k: Gauge(f"raylm_train_{k}", description=d) for k, d in names.items()}
 
 
-def batches(shard: Any, train: TrainConfig, collate: Any, epoch: int, pad_id: int, shuffle: bool):
-    """A Ray Data shard as collated torch batches; shuffled by a seed of the epoch."""
+def batches(shard: Any, train: TrainConfig, collate: Any, epoch: int, spec: RunSpec, shuffle: bool):
+    """A Ray Data shard as collated torch batches; shuffled (and, for masked LM, masked) by a
+    seed of the epoch."""
     seeded = shuffle and train.shuffle_buffer
     return shard.iter_torch_batches(
         batch_size=train.batch_size,
-        collate_fn=lambda b: collate(b, pad_id),
+        collate_fn=lambda b: collate(b, spec, train.seed + epoch),
         local_shuffle_buffer_size=train.shuffle_buffer or None if shuffle else None,
         local_shuffle_seed=train.seed + epoch if seeded else None,
         drop_last=False,
@@ -155,7 +156,7 @@ def evaluate(engine: Any, shard: Any, cfg: Config, spec: RunSpec) -> dict[str, f
     task = get_task(spec.task)
     evaluator = task.evaluator(spec)
     engine.train_mode(False)
-    for batch in batches(shard, cfg.train, task.collate, 0, spec.pad_id, shuffle=False):
+    for batch in batches(shard, cfg.train, task.collate, 0, spec, shuffle=False):
         batch = {k: v.to(engine.device) for k, v in batch.items()}
         evaluator.update(engine.engine(**batch), batch)
     engine.train_mode(True)
@@ -357,7 +358,7 @@ def _train(
     while state.epoch < cfg.train.epochs and state.step < stop_at:
         finished_epoch = True
         epoch_batches = batches(
-            train_shard, cfg.train, task.collate, state.epoch, spec.pad_id, shuffle=True
+            train_shard, cfg.train, task.collate, state.epoch, spec, shuffle=True
         )
         for i, batch in enumerate(epoch_batches):
             if i < state.micro_in_epoch:
