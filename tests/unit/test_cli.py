@@ -258,7 +258,7 @@ PREFLIGHT = textwrap.dedent(
     (data / "stats.json").write_text(json.dumps({"splits": {"train": 500}, "labels": ["a", "b"]}))
     t0 = time.time()
     args = ["train", "examples/sentiment_zh.yaml", "--output", str(out),
-            "--set", "train.num_workers=8", "--set", "run.num_cpus=2"]
+            "--set", "train.num_workers=8", "--set", f"run.num_cpus={sys.argv[2]}"]
     result = CliRunner().invoke(app, args)
     print(json.dumps({"code": result.exit_code, "stderr": result.stderr,
                       "seconds": time.time() - t0, "ray": ray.is_initialized(),
@@ -267,11 +267,16 @@ PREFLIGHT = textwrap.dedent(
 )
 
 
-def test_workers_that_cannot_fit_an_embedded_ray_fail_in_one_line(tmp_path):
-    """Ray Train would retry the worker group forever ("max allowed: inf")."""
+@pytest.mark.parametrize("address, cpus", [(None, 2), ("local", 3)])
+def test_workers_that_cannot_fit_an_embedded_ray_fail_in_one_line(tmp_path, address, cpus):
+    """Ray Train would retry the worker group forever ("max allowed: inf"). With
+    RAY_ADDRESS=local the embedded Ray still gets run.num_cpus (3 is more than this machine's 2
+    cores: Ray's own count would not give it)."""
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    if address:
+        env["RAY_ADDRESS"] = address
     run = subprocess.run(
-        [sys.executable, "-c", PREFLIGHT, str(tmp_path)],
+        [sys.executable, "-c", PREFLIGHT, str(tmp_path), str(cpus)],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert run.returncode == 0, run.stderr[-3000:]
@@ -280,7 +285,8 @@ def test_workers_that_cannot_fit_an_embedded_ray_fail_in_one_line(tmp_path):
     assert out["dashboard"].startswith("127.0.0.1:"), out  # the embedded dashboard on loopback
     line = out["stderr"].strip()
     assert "\n" not in line and line.startswith("error: train.num_workers=8 workers of"), line
-    assert "do not fit: the cluster holds 2" in line and "raise run.num_cpus" in line
+    assert f"do not fit: the cluster holds {cpus} (its nodes have {{'CPU': {cpus}.0}}" in line
+    assert "raise run.num_cpus" in line
 
 
 def test_workers_that_fit_count_per_node():
