@@ -155,7 +155,11 @@ def train_tokenizer(
 
 
 def load_tokenizer(path_or_id: str | Path) -> Any:
-    """`AutoTokenizer.from_pretrained` on a local folder (or a hub id, where a hub is reachable)."""
+    """`AutoTokenizer.from_pretrained` on a local folder (or a hub id, where a hub is reachable).
+    A tokenizer without a pad token (GPT-2's) pads with its EOS, as fine-tuning GPT-2 does."""
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(str(path_or_id))
+    tok = AutoTokenizer.from_pretrained(str(path_or_id))
+    if tok.pad_token is None and tok.eos_token is not None:
+        tok.pad_token = tok.eos_token
+    return tok

@@ -113,9 +113,12 @@ def sequence_classifier(
 
     labels = _label_maps(id2label)
     if cfg.path:
+        config = _needs(cfg.path, "AutoModelForSequenceClassification", "classification")
+        # A decoder (GPT-2) pools at the last non-pad token: it needs the tokenizer's pad id.
+        pad = {} if config.pad_token_id is not None else {"pad_token_id": pad_token_id}
         return _finish(
             AutoModelForSequenceClassification.from_pretrained(
-                cfg.path, num_labels=num_labels, **labels
+                cfg.path, num_labels=num_labels, **labels, **pad
             ),
             cfg,
         )
@@ -132,6 +135,7 @@ def causal_lm(
     from transformers import AutoModelForCausalLM
 
     if cfg.path:
+        _needs(cfg.path, "AutoModelForCausalLM", "causal-LM training (a GPT-style task)")
         return _finish(AutoModelForCausalLM.from_pretrained(cfg.path), cfg)
     config = _decoder_config(cfg, vocab_size, pad_token_id, eos_token_id)
     return _finish(AutoModelForCausalLM.from_config(config), cfg)
@@ -171,18 +175,22 @@ def sequence_classifier_skeleton(
 ) -> Any:
     if not cfg.path:
         return sequence_classifier(cfg, vocab_size, num_labels, pad_token_id)
-    from transformers import AutoConfig, AutoModelForSequenceClassification
+    from transformers import AutoModelForSequenceClassification
 
-    config = AutoConfig.from_pretrained(cfg.path, num_labels=num_labels)
+    config = _needs(cfg.path, "AutoModelForSequenceClassification", "classification")
+    config.num_labels = num_labels
+    if config.pad_token_id is None:
+        config.pad_token_id = pad_token_id
     return AutoModelForSequenceClassification.from_config(config)
 
 
 def causal_lm_skeleton(cfg: ModelConfig, vocab_size: int, pad_token_id: int = 0) -> Any:
     if not cfg.path:
         return causal_lm(cfg, vocab_size, pad_token_id)
-    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM
 
-    return AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(cfg.path))
+    config = _needs(cfg.path, "AutoModelForCausalLM", "causal-LM training (a GPT-style task)")
+    return AutoModelForCausalLM.from_config(config)
 
 
 def count_parameters(
