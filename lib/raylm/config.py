@@ -216,6 +216,12 @@ class TrainConfig(StrictModel):
     batch_size: int = Field(32, ge=1, description="Micro-batch size per worker.")
     grad_accum: int = Field(1, ge=1, description="Micro-batches per optimizer step.")
     lr: float = Field(5e-4, gt=0, description="Peak learning rate (AdamW).")
+    head_lr: float | None = Field(
+        None,
+        gt=0,
+        description="Peak learning rate of the task head put on a pretrained model (model.path): "
+        "the parameters outside its base model, e.g. BERT's classifier; None: train.lr.",
+    )
     weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay.")
     betas: tuple[float, float] = Field((0.9, 0.999), description="AdamW betas.")
     warmup_ratio: float = Field(0.1, ge=0, lt=1, description="Share of steps for linear warmup.")

@@ -51,6 +51,11 @@ def config_from_dict(data: dict[str, Any], source: str = "<config>") -> Config:
     _task_defaults(data)
     cfg = parse_config(data, source)
     problems = TASKS[cfg.model.task].check_config(cfg)
+    if cfg.train.head_lr is not None and cfg.model.path is None:
+        problems.append(
+            "train.head_lr: applies to the head put on a pretrained model; set model.path "
+            "(a model trained from scratch is all new: train.lr)"
+        )
     if problems:
         raise problems_error(problems, source)
     return cfg

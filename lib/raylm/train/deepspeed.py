@@ -84,15 +84,32 @@ def lr_lambda(train: TrainConfig, total_steps: int):
     return fn
 
 
-def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    decay, no_decay = [], []
+def is_head(model: torch.nn.Module, name: str) -> bool:
+    """Whether a parameter belongs to the task head: outside the model's base model (`bert.`,
+    `transformer.`, ...), which is what a pretrained checkpoint supplies."""
+    prefix = getattr(model, "base_model_prefix", "")
+    return bool(prefix) and hasattr(model, prefix) and not name.startswith(f"{prefix}.")
+
+
+def param_groups(
+    model: torch.nn.Module, weight_decay: float, head_lr: float | None = None
+) -> list[dict[str, Any]]:
+    """AdamW groups: decay / no decay (biases, norms); with `head_lr`, the head's parameters
+    in groups of their own at that peak lr (the schedule scales every group alike)."""
+    groups: dict[tuple[bool, bool], list] = {}
     for name, p in model.named_parameters():
         if p.requires_grad:
-            (no_decay if name.endswith(NO_DECAY) or p.ndim < 2 else decay).append(p)
-    return [
-        {"params": decay, "weight_decay": weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
-    ]
+            decays = not (name.endswith(NO_DECAY) or p.ndim < 2)
+            head = head_lr is not None and is_head(model, name)
+            groups.setdefault((head, decays), []).append(p)
+    out = []
+    # Body before head, decay before no decay: the order resumed optimizer states expect.
+    for (head, decays), params in sorted(groups.items(), key=lambda kv: (kv[0][0], not kv[0][1])):
+        group = {"params": params, "weight_decay": weight_decay if decays else 0.0}
+        if head:
+            group["lr"] = head_lr
+        out.append(group)
+    return out
 
 
 @dataclass
@@ -109,7 +126,7 @@ class Engine:
 
         engine, _, _, _ = deepspeed.initialize(
             model=model,
-            model_parameters=param_groups(model, train.weight_decay),
+            model_parameters=param_groups(model, train.weight_decay, train.head_lr),
             lr_scheduler=lambda opt: LambdaLR(opt, lr_lambda(train, total_steps)),
             config=ds_config(train),
             dist_init_required=False,
