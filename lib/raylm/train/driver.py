@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from raylm.config import Config, TrainConfig
-from raylm.runtime import ensure_ray, preflight, storage_path, worker_needs
+from raylm.runtime import ensure_ray, preflight, storage_path
 from raylm.tasks import RunSpec, get_task
 from raylm.tasks.base import train_examples
 
@@ -149,15 +149,10 @@ def _ordered_splits() -> type:
 
 # Read by Ray Train from the driver's environment and handed to its controller.
 HEALTH_CHECK_ENV = "RAY_TRAIN_WORKER_HEALTH_CHECK_TIMEOUT_S"
-STARTUP_TIMEOUT_ENV = "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S"
 
 
 class RunFailedError(RuntimeError):
     """A run stopped for a reason its message says in full (the CLI shows it in one line)."""
-
-
-class WorkersNotStartedError(RunFailedError):
-    """The worker group found no room on the cluster within train.startup_timeout_s."""
 
 
 class StalledWorkerError(RunFailedError):
@@ -170,26 +165,13 @@ def watch_for_stalls(train: TrainConfig) -> None:
     worker dead, and the group fails (or restarts, train.max_failures). A stopped or frozen
     process answers no poll, while its peers wait in a collective that would never return.
     Ray's own default is 600 s; the process group's timeout (NCCL/gloo, for a rank alive but
-    stuck in a collective) is set to the same in `make_trainer`.
-
-    Starting the worker group waits `train.startup_timeout_s` for its placement (an autoscaler
-    may be adding nodes); Ray Train would then retry forever, so `make_trainer` allows no
-    controller retry and the timeout is the run's error (`explain_failure`)."""
+    stuck in a collective) is set to the same in `make_trainer`."""
     os.environ[HEALTH_CHECK_ENV] = f"{train.collective_timeout_s:g}"
-    os.environ[STARTUP_TIMEOUT_ENV] = f"{train.startup_timeout_s:g}"
 
 
 def explain_failure(error: BaseException, train: TrainConfig) -> BaseException:
     """Ray's error for a stalled worker is a health-check timeout with the worker's repr; say
-    which rank, process and node stopped answering, and what that means for the run. A worker
-    group that never started says what it waited for."""
-    inner = getattr(error, "controller_failure", error)  # Ray's ControllerError wraps it
-    if type(inner).__name__ == "WorkerGroupStartupTimeoutError":
-        return WorkersNotStartedError(
-            f"train.num_workers={train.num_workers} workers of {worker_needs(train)} each did "
-            f"not all start within {train.startup_timeout_s:g} s (train.startup_timeout_s): the "
-            "cluster has no room for them and no autoscaler added it in time"
-        )
+    which rank, process and node stopped answering, and what that means for the run."""
     failures = getattr(error, "worker_failures", None) or {}
     stalled = [
         (rank, str(e))
@@ -254,9 +236,7 @@ def make_trainer(cfg: Config, data_dir: Path, spec: RunSpec, callbacks: list | N
                 checkpoint_score_attribute=cfg.train.best_metric,
                 checkpoint_score_order=cfg.train.best_mode,
             ),
-            failure_config=ray.train.FailureConfig(
-                max_failures=cfg.train.max_failures, controller_failure_limit=0
-            ),
+            failure_config=ray.train.FailureConfig(max_failures=cfg.train.max_failures),
             callbacks=callbacks,  # e.g. Tune's TuneReportCallback when a trial drives this run
         ),
         datasets=_datasets(cfg, data_dir),
