@@ -163,7 +163,7 @@ def _needs(path: str, auto_class: str, what: str) -> Any:
         archs = ", ".join(config.architectures or []) or config.model_type
         raise ValueError(
             f"model.path {path}: a {archs} checkpoint ({config.model_type}) cannot take {what}; "
-            f"it needs an architecture {auto_class} knows (e.g. BERT-style encoders)"
+            f"it needs an architecture {auto_class} knows"
         )
     return config
 
