@@ -251,6 +251,12 @@ class TrainConfig(StrictModel):
         description="A worker that answers nothing this long (stopped, frozen, stuck in a "
         "collective) stops the run with an error naming its rank (or restarts it, max_failures).",
     )
+    startup_timeout_s: float = Field(
+        600,
+        gt=0,
+        description="On a joined cluster without room for the workers, how long the run asks the "
+        "autoscaler for nodes and waits before it gives up, saying what it waited for.",
+    )
     seed: int = Field(42, description="Seed for init, shuffling and dropout.")
     shuffle_buffer: int = Field(2048, ge=0, description="Local shuffle buffer rows (0: off).")
     cache_data: bool | None = Field(

@@ -44,32 +44,91 @@ def worker_needs(train: TrainConfig) -> dict[str, float]:
     return need
 
 
-def workers_that_fit(need: dict[str, float], nodes: list[dict[str, float]]) -> int:
-    """How many workers needing `need` each the nodes (their total resources) can hold."""
-    return sum(int(min(node.get(k, 0.0) / v for k, v in need.items() if v > 0)) for node in nodes)
+def workers_that_fit(
+    need: dict[str, float], nodes: list[dict[str, float]], strategy: str = "PACK"
+) -> int:
+    """How many workers needing `need` each the nodes (their total resources) can hold, placed
+    as `train.placement_strategy` asks (STRICT_SPREAD: one a node; STRICT_PACK: all on one)."""
+    per_node = [int(min(node.get(k, 0.0) / v for k, v in need.items() if v > 0)) for node in nodes]
+    if strategy == "STRICT_SPREAD":
+        return sum(min(1, n) for n in per_node)
+    if strategy == "STRICT_PACK":
+        return max(per_node, default=0)
+    return sum(per_node)
 
 
-def preflight(train: TrainConfig) -> None:
-    """Fail at once, in one line, when the workers cannot fit: Ray Train would otherwise retry
-    forever. On a cluster that Ray was joined to, an autoscaler may add nodes: say what the run
-    waits for instead."""
+class RunFailedError(RuntimeError):
+    """A run stopped for a reason its message says in full (the CLI shows it in one line)."""
+
+
+class WorkersNotStartedError(RunFailedError):
+    """A joined cluster had no room for the run's workers within train.startup_timeout_s."""
+
+
+def _room(train: TrainConfig) -> tuple[int, str]:
+    """Workers the live nodes can hold now, and a one-line account of what the run needs."""
     import ray
 
     need = worker_needs(train)
     nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
-    fit = workers_that_fit(need, nodes)
-    if fit >= train.num_workers:
-        return
+    fit = workers_that_fit(need, nodes, train.placement_strategy)
     have = {k: sum(n.get(k, 0.0) for n in nodes) for k in need}
-    msg = (
-        f"train.num_workers={train.num_workers} workers of {need} each do not fit: the "
-        f"cluster holds {fit} (its nodes have {have} in all)"
+    return fit, (
+        f"train.num_workers={train.num_workers} workers of {need} each "
+        f"({train.placement_strategy}) do not fit: the cluster holds {fit} (its nodes have "
+        f"{have} in all)"
     )
+
+
+def preflight(train: TrainConfig, poll_s: float = 2.0) -> bool:
+    """Make sure the workers fit before Ray Train places them (it would retry forever).
+
+    An embedded Ray cannot grow: fail at once, in one line. A joined cluster may have an
+    autoscaler: ask it for the workers' bundles (`request_resources`), say what the run waits
+    for, and give up after `train.startup_timeout_s` naming it. Returns whether a request was
+    made; `release_request()` withdraws it once the run is over, so idle nodes can go again.
+    """
+    import time
+
+    from ray.autoscaler.sdk import request_resources
+
+    fit, msg = _room(train)
+    if fit >= train.num_workers:
+        return False
     if _EMBEDDED:
         raise ConfigError(
             f"{msg}; lower train.num_workers / train.cpus_per_worker or raise run.num_cpus"
         )
-    print(f"[raylm] warning: {msg}; waiting for the autoscaler to add nodes", flush=True)
+    limit = train.startup_timeout_s
+    print(
+        f"[raylm] warning: {msg}; asking the autoscaler for nodes and waiting up to "
+        f"{limit:g} s (train.startup_timeout_s)",
+        flush=True,
+    )
+    request_resources(bundles=[worker_needs(train)] * train.num_workers)
+    start = last_said = time.monotonic()
+    while fit < train.num_workers:
+        now = time.monotonic()
+        if now - start >= limit:
+            request_resources(bundles=[])
+            raise WorkersNotStartedError(
+                f"{msg} after waiting {now - start:.0f} s (train.startup_timeout_s={limit:g}): "
+                "no autoscaler added room for them in time"
+            )
+        if now - last_said >= 30:
+            print(f"[raylm] still waiting ({now - start:.0f} s): {msg}", flush=True)
+            last_said = now
+        time.sleep(min(poll_s, max(0.0, limit - (now - start))))
+        fit, msg = _room(train)
+    print(f"[raylm] room for the workers after {time.monotonic() - start:.0f} s", flush=True)
+    return True
+
+
+def release_request() -> None:
+    """Withdraw the autoscaler request `preflight` made (the run no longer needs the nodes)."""
+    from ray.autoscaler.sdk import request_resources
+
+    request_resources(bundles=[])
 
 
 def storage_path(run: RunConfig) -> str:

@@ -179,6 +179,27 @@ def test_a_stopped_worker_fails_the_run_naming_its_rank_and_leaves_no_process(co
             os.kill(stopped, signal.SIGKILL)
 
 
+def test_workers_that_never_fit_a_joined_cluster_give_up_after_the_startup_timeout(corpus, capfd):
+    """The suite's Ray is joined, not embedded: an autoscaler could add nodes, so the preflight
+    asks it for them and waits, saying so; Ray Train alone would retry the worker group forever.
+    No autoscaler adds 8 CPUs here, so the run must give up after train.startup_timeout_s,
+    before any worker or checkpoint exists."""
+    from raylm.runtime import WorkersNotStartedError
+
+    cfg = _cfg(corpus, "nofit", num_workers=8, cpus_per_worker=1, max_steps=5)
+    cfg.train.startup_timeout_s = 5
+    thread, box = _train_in_background(cfg)
+    thread.join(timeout=120)  # without the limit Ray Train retries the group forever
+    assert not thread.is_alive(), "the run still waits for its workers 120 s later"
+    err = box.get("error")
+    assert isinstance(err, WorkersNotStartedError), err
+    assert "train.num_workers=8 workers of {'CPU': 1.0} each (PACK) do not fit" in str(err)
+    assert "train.startup_timeout_s=5" in str(err)
+    out = capfd.readouterr().out
+    assert "asking the autoscaler for nodes and waiting up to 5 s" in out
+    assert not any(checkpoint_root(corpus / "runs" / "nofit").glob("checkpoint_step*"))
+
+
 # --------------------------------------------------------------------- killed worker, killed driver
 KILL_RUN = {"num_workers": 2, "zero_stage": 2, "max_steps": 30, "eval_every": 10}
 LOSS_TOLERANCE = 1e-6  # relative; the resumed losses have been bit-identical in practice
@@ -215,7 +236,14 @@ def test_a_killed_worker_restores_from_the_last_checkpoint_and_finishes(corpus, 
 
 
 def _ray_processes_of(driver: psutil.Process) -> list[psutil.Process]:
-    return [p for p in driver.children(recursive=True) if "raylm.reaper" not in p.cmdline()]
+    out = []
+    for p in driver.children(recursive=True):
+        try:
+            if "raylm.reaper" not in p.cmdline():
+                out.append(p)
+        except (psutil.ZombieProcess, psutil.NoSuchProcess):  # exited already: nothing left
+            continue
+    return out
 
 
 def test_a_killed_driver_leaves_no_process_and_its_relaunch_resumes(corpus, reference, tmp_path):

@@ -297,6 +297,10 @@ def test_workers_that_fit_count_per_node():
     assert workers_that_fit({"CPU": 3.0}, nodes) == 1 + 0 + 2  # a worker never spans two nodes
     assert workers_that_fit({"CPU": 1.0, "GPU": 1.0}, nodes) == 3
     assert workers_that_fit({"CPU": 1.0, "accelerator_type:H100": 0.001}, nodes) == 0
+    # As train.placement_strategy places them: one a node, or all on one node.
+    assert workers_that_fit({"CPU": 1.0}, nodes, "STRICT_SPREAD") == 3
+    assert workers_that_fit({"CPU": 1.0}, nodes, "STRICT_PACK") == 8
+    assert workers_that_fit({"CPU": 1.0}, nodes, "SPREAD") == 14
 
 
 def test_checkpoints_lists_each_state_with_its_problem(cli, tmp_path):

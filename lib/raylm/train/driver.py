@@ -18,7 +18,13 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from raylm.config import Config, TrainConfig
-from raylm.runtime import ensure_ray, preflight, storage_path
+from raylm.runtime import (
+    RunFailedError,
+    ensure_ray,
+    preflight,
+    release_request,
+    storage_path,
+)
 from raylm.tasks import RunSpec, get_task
 from raylm.tasks.base import train_examples
 
@@ -151,10 +157,6 @@ def _ordered_splits() -> type:
 HEALTH_CHECK_ENV = "RAY_TRAIN_WORKER_HEALTH_CHECK_TIMEOUT_S"
 
 
-class RunFailedError(RuntimeError):
-    """A run stopped for a reason its message says in full (the CLI shows it in one line)."""
-
-
 class StalledWorkerError(RunFailedError):
     """A training worker answered nothing for train.collective_timeout_s: the run was stopped
     instead of hanging with the other ranks blocked on it."""
@@ -251,7 +253,7 @@ def run_trainer(cfg: Config, callbacks: list | None = None) -> Any:
     data_dir = cfg.run.data_path.resolve()
     spec = build_spec(cfg, data_dir, read_stats(data_dir))  # fails fast, before Ray starts
     ensure_ray(cfg.run)
-    preflight(cfg.train)
+    asked_autoscaler = preflight(cfg.train)
     print(
         f"[raylm] training {cfg.model.task} on {cfg.train.num_workers} worker(s), "
         f"ZeRO-{cfg.train.zero_stage} {cfg.train.precision}, {spec.total_steps} steps "
@@ -263,6 +265,9 @@ def run_trainer(cfg: Config, callbacks: list | None = None) -> Any:
         return make_trainer(cfg, data_dir, spec, callbacks).fit()
     except Exception as err:  # Ray Train V2 raises a failed run's error from fit()
         raise_explained(err, cfg.train)
+    finally:
+        if asked_autoscaler:
+            release_request()
 
 
 def fit(cfg: Config) -> TrainOutcome:

@@ -335,6 +335,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     )
     engine = Engine.create(model, cfg.train, spec.total_steps)
     state = _restore(engine, ray.train.get_checkpoint())
+    # `from_pretrained` hands back a model in eval mode: without this a fine-tune trained without
+    # dropout until its first validation, and a resume (eval mode again) drew other losses.
+    engine.train_mode(True)
     peak = device_peak_flops(cfg.train.use_gpu, cfg.train.peak_flops)  # one worker's device
     meter = Meter(spec.flops_per_token, peak * spec.num_workers)
     train_shard = ray.train.get_dataset_shard("train")
