@@ -161,6 +161,25 @@ Task = Literal["classification", "causal_lm", "qa", "mlm"]
 PRETRAINED_DECIDES = ("num_layers", "hidden_size", "num_heads", "dropout")
 
 
+class LoraConfig(StrictModel):
+    """LoRA adapters (peft) on a pretrained `model.path`: only the adapters and the task head
+    train; checkpoints hold only them."""
+
+    r: int = Field(8, ge=1, description="Rank of each adapter's two low-rank matrices.")
+    alpha: float = Field(16, gt=0, description="Scale of the adapter's update (alpha / r).")
+    dropout: float = Field(0.05, ge=0, lt=1, description="Dropout on the adapter's input.")
+    target_modules: list[str] | None = Field(
+        None,
+        description="Names of the layers to adapt, e.g. [query, value] (BERT) or [c_attn] "
+        "(GPT-2) (default: peft's choice for the architecture).",
+    )
+    merge: bool = Field(
+        True,
+        description="Export the model with the adapter merged into its weights (false: the "
+        "adapter alone, loaded on top of model.path).",
+    )
+
+
 class ModelConfig(StrictModel):
     task: Task = Field("classification", description="What the model learns.")
     preset: Literal["tiny", "small", "base"] | None = Field(
@@ -172,6 +191,9 @@ class ModelConfig(StrictModel):
     num_heads: int | None = Field(None, ge=1, description="Override the preset's attention heads.")
     dropout: float | None = Field(None, ge=0, lt=1, description="Override the preset's dropout.")
     gradient_checkpointing: bool = Field(False, description="Recompute activations in backward.")
+    lora: LoraConfig | None = Field(
+        None, description="Train LoRA adapters on the pretrained `path` instead of every weight."
+    )
 
     @field_validator(*PRETRAINED_DECIDES)
     @classmethod
@@ -187,6 +209,8 @@ class ModelConfig(StrictModel):
     def _source(self) -> ModelConfig:
         if self.path is None and self.preset is None:
             raise ValueError("set either `preset` or `path`")
+        if self.lora is not None and self.path is None:
+            raise ValueError("`lora` adapts a pretrained model: set `path` too")
 
         if self.hidden_size and self.num_heads and self.hidden_size % self.num_heads:
             raise ValueError(

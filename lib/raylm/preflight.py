@@ -60,6 +60,8 @@ def check_pretrained(cfg: Config) -> None:
     tok = _check_tokenizer(cfg.data.tokenizer.path) if cfg.data.tokenizer.path else None
     if model is None:
         return
+    if cfg.model.lora is not None:
+        _check_lora_targets(model, cfg.model.lora.target_modules)
     if tok is None:
         raise ConfigError(
             f"data.tokenizer.path: not set, while model.path is ({cfg.model.path}): a tokenizer "
@@ -72,6 +74,27 @@ def check_pretrained(cfg: Config) -> None:
             f"data.tokenizer.path: {cfg.data.tokenizer.path} has {len(tok)} tokens, but "
             f"model.path {cfg.model.path} has embeddings for {embeddings}: the tokenizer does "
             "not belong to this model"
+        )
+
+
+def _check_lora_targets(config: Any, targets: list[str] | None) -> None:
+    """Every `model.lora.target_modules` name must name layers of the model (built without
+    weights from its config, so this costs no load)."""
+    import torch
+    from transformers import AutoModel
+
+    from raylm.models.lora import layer_names, unknown_targets
+
+    if not targets:
+        return
+    with torch.device("meta"):
+        body = AutoModel.from_config(config)
+    unknown = unknown_targets(body, targets)
+    if unknown:
+        arch = ", ".join(config.architectures or []) or config.model_type
+        raise ConfigError(
+            f"model.lora.target_modules: {', '.join(unknown)} names no layer of {arch}; its "
+            f"linear layers: {', '.join(layer_names(body))}"
         )
 
 

@@ -139,7 +139,8 @@ def export(cfg: Config, checkpoint: str | None = None) -> Path:
         if not result.is_file():
             raise FileNotFoundError(f"{result} not found: run `raylm train` for this config first")
         checkpoint = json.loads(result.read_text(encoding="utf-8"))["best_checkpoint"]
-    out = export_model(checkpoint, data_dir_of(cfg) / "tokenizer", run_dir / "model")
+    merge = cfg.model.lora.merge if cfg.model.lora else True
+    out = export_model(checkpoint, data_dir_of(cfg) / "tokenizer", run_dir / "model", merge)
     say(f"exported model to {out}")
     return out
 

@@ -14,10 +14,12 @@ class ClassifierPredictor:
     """Loaded once per Ray Data actor; scores batches of raw texts."""
 
     def __init__(self, model_dir: str, max_length: int):
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+        from transformers import AutoTokenizer
+
+        from raylm.models.export import load_model
 
         self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
-        self.model = AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
+        self.model = load_model(model_dir, "AutoModelForSequenceClassification").eval()
         self.max_length = max_length
 
     def predict_texts(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -53,9 +55,9 @@ class LMScorer:
     """Sums next-token NLL and scored positions per batch of encoded blocks (for perplexity)."""
 
     def __init__(self, model_dir: str):
-        from transformers import AutoModelForCausalLM
+        from raylm.models.export import load_model
 
-        self.model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
+        self.model = load_model(model_dir, "AutoModelForCausalLM").eval()
         self.pad_id = self.model.config.pad_token_id or 0
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
@@ -90,9 +92,11 @@ class MaskedLMScorer:
     and hits: test perplexity and masked-token accuracy of an exported masked LM."""
 
     def __init__(self, model_dir: str, seed: int, mask_prob: float):
-        from transformers import AutoModelForMaskedLM, AutoTokenizer
+        from transformers import AutoTokenizer
 
-        self.model = AutoModelForMaskedLM.from_pretrained(model_dir).eval()
+        from raylm.models.export import load_model
+
+        self.model = load_model(model_dir, "AutoModelForMaskedLM").eval()
         tok = AutoTokenizer.from_pretrained(model_dir)
         self.pad_id, self.mask_id = tok.pad_token_id or 0, tok.mask_token_id
         self.seed, self.mask_prob = seed, mask_prob
@@ -140,12 +144,12 @@ class QAPredictor:
     """Builds prompts with the model's stored template and generates answers (greedy)."""
 
     def __init__(self, model_dir: str, max_length: int, max_new_tokens: int):
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoTokenizer
 
-        from raylm.models.export import read_model_meta
+        from raylm.models.export import load_model, read_model_meta
 
         self.tok = AutoTokenizer.from_pretrained(model_dir)
-        self.model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
+        self.model = load_model(model_dir, "AutoModelForCausalLM").eval()
         self.template = read_model_meta(model_dir).get("prompt_template")
         self.max_length, self.max_new_tokens = max_length, max_new_tokens
 

@@ -89,10 +89,29 @@ def _decoder_config(cfg: ModelConfig, vocab_size: int, pad_token_id: int, eos_to
     )
 
 
-def _finish(model: Any, cfg: ModelConfig) -> Any:
+def _finish(
+    model: Any, cfg: ModelConfig, peft_task: str | None = None, fresh: list[str] | None = None
+) -> Any:
+    """Gradient checkpointing and LoRA adapters (`model.lora`: `peft_task` makes peft train the
+    task head too, and `fresh` names layers the checkpoint lacked, initialised at random, which
+    must train and be saved with the adapter) on a built model."""
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable()
+    if cfg.lora is not None:
+        from raylm.models.lora import add_lora
+
+        if cfg.gradient_checkpointing:  # frozen embeddings would cut the recomputed graph
+            model.enable_input_require_grads()
+        model = add_lora(model, cfg.lora, peft_task, fresh)
     return model
+
+
+def _pretrained(auto_class: Any, path: str, **kwargs: Any) -> tuple[Any, list[str]]:
+    """The model from `path`, and its layers the checkpoint had no weights for (e.g. a masked-LM
+    export lacks the classifier's pooler)."""
+    model, info = auto_class.from_pretrained(path, output_loading_info=True, **kwargs)
+    fresh = sorted({key.rsplit(".", 1)[0] for key in info.get("missing_keys", ())})
+    return model, fresh
 
 
 def _label_maps(id2label: dict[int, str] | None) -> dict[str, Any]:
@@ -116,12 +135,10 @@ def sequence_classifier(
         config = _needs(cfg.path, "AutoModelForSequenceClassification", "classification")
         # A decoder (GPT-2) pools at the last non-pad token: it needs the tokenizer's pad id.
         pad = {} if config.pad_token_id is not None else {"pad_token_id": pad_token_id}
-        return _finish(
-            AutoModelForSequenceClassification.from_pretrained(
-                cfg.path, num_labels=num_labels, **labels, **pad
-            ),
-            cfg,
+        model, fresh = _pretrained(
+            AutoModelForSequenceClassification, cfg.path, num_labels=num_labels, **labels, **pad
         )
+        return _finish(model, cfg, "SEQ_CLS", fresh)
     config = _encoder_config(cfg, vocab_size, num_labels, pad_token_id)
     for key, value in labels.items():
         setattr(config, key, value)
@@ -136,7 +153,7 @@ def causal_lm(
 
     if cfg.path:
         _needs(cfg.path, "AutoModelForCausalLM", "causal-LM training (a GPT-style task)")
-        return _finish(AutoModelForCausalLM.from_pretrained(cfg.path), cfg)
+        return _finish(AutoModelForCausalLM.from_pretrained(cfg.path), cfg, "CAUSAL_LM")
     config = _decoder_config(cfg, vocab_size, pad_token_id, eos_token_id)
     return _finish(AutoModelForCausalLM.from_config(config), cfg)
 

@@ -43,6 +43,12 @@ def write_hf_model(module: Any, state_dict: dict | None, out_dir: Path, meta: Mo
     )
 
 
+def is_model_folder(folder: str | Path) -> bool:
+    """An exported model: a whole one (config.json) or a LoRA adapter on its base."""
+    folder = Path(folder)
+    return (folder / "config.json").is_file() or (folder / "adapter_config.json").is_file()
+
+
 def read_model_meta(model_dir: str | Path) -> dict[str, Any]:
     """The folder's raylm.json as a mapping (empty for a folder raylm did not write)."""
     path = Path(model_dir) / RAYLM_META
@@ -50,11 +56,15 @@ def read_model_meta(model_dir: str | Path) -> dict[str, Any]:
 
 
 def export_model(
-    checkpoint_dir: str | Path, tokenizer_dir: str | Path, out_dir: str | Path
+    checkpoint_dir: str | Path, tokenizer_dir: str | Path, out_dir: str | Path, merge: bool = True
 ) -> Path:
-    """Write `out_dir` = the checkpoint's `hf/` model + the tokenizer, replacing it atomically."""
+    """Write `out_dir` = the checkpoint's `hf/` model + the tokenizer, replacing it atomically.
+    A LoRA checkpoint's adapter is merged into its base (`merge`), or exported alone (it then
+    loads on top of the base named in its adapter_config.json, see `load_model`)."""
+    from raylm.models.lora import ADAPTER_CONFIG, is_adapter
+
     src = Path(checkpoint_dir) / "hf"
-    if not (src / "config.json").is_file():
+    if not is_model_folder(src):
         raise FileNotFoundError(f"{checkpoint_dir}: no exported model (hf/config.json) inside")
     out = Path(out_dir)
     tmp = out.with_name(out.name + ".tmp")
@@ -63,5 +73,41 @@ def export_model(
     for f in Path(tokenizer_dir).iterdir():
         if f.is_file():
             shutil.copy2(f, tmp / f.name)
+    if merge and is_adapter(tmp):
+        merged = load_model(tmp)
+        for f in (ADAPTER_CONFIG, "adapter_model.safetensors"):
+            (tmp / f).unlink()
+        merged.save_pretrained(str(tmp), safe_serialization=True)
     # Swap in only once the new folder is complete, so a failure never leaves a half model.
     return replace_folder(tmp, out)
+
+
+def load_model(folder: str | Path, auto_class: str | None = None) -> Any:
+    """An exported folder as a `transformers` model: a whole model through `auto_class`
+    (e.g. "AutoModelForSequenceClassification"), or a LoRA adapter merged into its base
+    (the class then follows the adapter's task when not given). Weights load from safetensors."""
+    import transformers
+
+    from raylm.models.lora import adapter_auto_class, adapter_base, is_adapter, load_adapter
+
+    if not is_adapter(folder):
+        return getattr(transformers, auto_class or "AutoModel").from_pretrained(str(folder))
+    name = auto_class or adapter_auto_class(folder)
+    kwargs: dict[str, Any] = {}
+    if name == "AutoModelForSequenceClassification":
+        # The base has no head of this run's labels: build it with them (and a pad id for
+        # decoders that pool at the last non-pad token), then the adapter's head loads into it.
+        id2label = read_model_meta(folder).get("id2label") or {}
+        if id2label:
+            id2label = {int(k): v for k, v in id2label.items()}
+            kwargs.update(
+                num_labels=len(id2label),
+                id2label=id2label,
+                label2id={v: k for k, v in id2label.items()},
+            )
+        base = transformers.AutoConfig.from_pretrained(adapter_base(folder))
+        if base.pad_token_id is None:
+            kwargs["pad_token_id"] = transformers.AutoTokenizer.from_pretrained(
+                str(folder)
+            ).pad_token_id
+    return load_adapter(folder, getattr(transformers, name), **kwargs)

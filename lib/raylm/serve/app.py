@@ -30,6 +30,7 @@ from ray.serve.exceptions import (
 )
 
 from raylm.configkit import ConfigError, set_dotted
+from raylm.models.export import is_model_folder
 from raylm.serve import openai_compat as oai
 from raylm.serve.api import make_api, token_digest
 from raylm.serve.models import ClassifierModel, GeneratorModel
@@ -298,8 +299,11 @@ async def _rest(gen: Any) -> Any:
 # --------------------------------------------------------------------------------- building
 def model_task(path: str | Path, name: str = "?") -> str:
     """The task of the exported folder `serve.models.<name>` (ConfigError if it is none)."""
-    if not (Path(path) / "config.json").is_file():
-        raise ConfigError(f"serve.models.{name}: {path} is not an exported model (no config.json)")
+    if not is_model_folder(path):
+        raise ConfigError(
+            f"serve.models.{name}: {path} is not an exported model "
+            "(no config.json, no adapter_config.json)"
+        )
     return task_of_model_dir(path)
 
 

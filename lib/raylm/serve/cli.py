@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from raylm.models.export import is_model_folder
 from raylm.serve.launch import deploy
 from raylm.serve.schemas import ServeConfig, http_options, load_serve_config, read_serve_section
 
@@ -27,7 +28,7 @@ def resolve_model_dir(target: str | Path) -> Path:
     """An exported model folder, or a run folder holding one in `model/`."""
     target = Path(target)
     for candidate in (target, target / "model"):
-        if (candidate / "config.json").is_file():
+        if is_model_folder(candidate):
             return candidate.resolve()
     raise FileNotFoundError(
         f"{target}: no exported model here or in {target / 'model'} (run `raylm export` first)"

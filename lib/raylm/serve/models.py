@@ -150,19 +150,13 @@ class ClassifierModel:
         from raylm.eval.predict import ClassifierPredictor
 
         meta = read_model_meta(path)
-        config_len = self._positions(path)
-        self.predictor = ClassifierPredictor(path, max_length=meta.get("max_length") or config_len)
+        self.predictor = ClassifierPredictor(path, max_length=meta.get("max_length") or 512)
+        config_len = int(getattr(self.predictor.model.config, "max_position_embeddings", 512))
         # A text longer than the position table would crash the model: truncate to fit.
         self.predictor.max_length = min(self.predictor.max_length, config_len)
         self.name, self.task = name, task
         self.labels = _labels(meta, self.predictor.model.config)
         self.batch_wait = AdaptiveBatchWait(self._score, batch)
-
-    @staticmethod
-    def _positions(path: str) -> int:
-        from transformers import AutoConfig
-
-        return int(getattr(AutoConfig.from_pretrained(path), "max_position_embeddings", 512))
 
     @serve.batch
     async def _score(self, texts: list[str]) -> list[list[float]]:
@@ -243,13 +237,15 @@ class GeneratorModel:
         self, name: str, path: str, batch: dict[str, Any], limits: dict[str, Any], task: str
     ):
         import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoTokenizer
+
+        from raylm.models.export import load_model
 
         torch.set_grad_enabled(False)
         self.tokenizer = AutoTokenizer.from_pretrained(path)
         # Ray hides GPUs from replicas that reserve none (serve.num_gpus: 0): CPU then.
         device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.model = AutoModelForCausalLM.from_pretrained(path).to(device).eval()
+        self.model = load_model(path, "AutoModelForCausalLM").to(device).eval()
         self.meta = read_model_meta(path)
         self.task = task
         # The length `generate` checks against (GPT-2's n_positions under its generic name).

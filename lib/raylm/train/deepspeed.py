@@ -86,7 +86,10 @@ def lr_lambda(train: TrainConfig, total_steps: int):
 
 def is_head(model: torch.nn.Module, name: str) -> bool:
     """Whether a parameter belongs to the task head: outside the model's base model (`bert.`,
-    `transformer.`, ...), which is what a pretrained checkpoint supplies."""
+    `transformer.`, ...), which is what a pretrained checkpoint supplies. Under LoRA (peft) the
+    head is what peft trains beside the adapters (`modules_to_save`)."""
+    if hasattr(model, "peft_config"):
+        return ".modules_to_save." in name
     prefix = getattr(model, "base_model_prefix", "")
     return bool(prefix) and hasattr(model, prefix) and not name.startswith(f"{prefix}.")
 
@@ -118,6 +121,8 @@ class Engine:
 
     engine: Any
     train: TrainConfig
+    # Some weights never train (LoRA): checkpoints leave them out, as the model rebuilds them.
+    frozen: bool = False
 
     @classmethod
     def create(cls, model: torch.nn.Module, train: TrainConfig, total_steps: int) -> Engine:
@@ -131,7 +136,8 @@ class Engine:
             config=ds_config(train),
             dist_init_required=False,
         )
-        return cls(engine=engine, train=train)
+        frozen = any(not p.requires_grad for p in model.parameters())
+        return cls(engine=engine, train=train, frozen=frozen)
 
     @property
     def module(self) -> torch.nn.Module:
@@ -166,12 +172,21 @@ class Engine:
 
     def save(self, ckpt_dir: str | Path, client_state: dict[str, Any]) -> None:
         """Every rank writes its shards (DeepSpeed names the files by rank)."""
-        self.engine.save_checkpoint(str(ckpt_dir), tag="ds", client_state=client_state)
+        self.engine.save_checkpoint(
+            str(ckpt_dir),
+            tag="ds",
+            client_state=client_state,
+            exclude_frozen_parameters=self.frozen,
+        )
 
     def load(self, ckpt_dir: str | Path) -> dict[str, Any]:
         """Restore model, optimizer, scheduler and step; returns the client state."""
         path, client_state = self.engine.load_checkpoint(
-            str(ckpt_dir), tag="ds", load_optimizer_states=True, load_lr_scheduler_states=True
+            str(ckpt_dir),
+            tag="ds",
+            load_module_strict=not self.frozen,  # frozen weights are not in the file
+            load_optimizer_states=True,
+            load_lr_scheduler_states=True,
         )
         if path is None:
             raise FileNotFoundError(f"no DeepSpeed checkpoint under {ckpt_dir}")

@@ -334,6 +334,10 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         cfg.model, spec.vocab_size, spec.num_labels, spec.pad_id, spec.eos_id, spec.id2label
     )
     engine = Engine.create(model, cfg.train, spec.total_steps)
+    if engine.frozen and _rank() == 0:
+        trained = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        total = sum(p.numel() for p in model.parameters())
+        say(f"training {trained:,} of {total:,} parameters ({100 * trained / total:.2f}%)")
     state = _restore(engine, ray.train.get_checkpoint())
     # `from_pretrained` hands back a model in eval mode: without this a fine-tune trained without
     # dropout until its first validation, and a resume (eval mode again) drew other losses.
