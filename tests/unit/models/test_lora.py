@@ -7,25 +7,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pretrained_layouts import save_bert_chinese_layout, save_gpt2_layout  # tests/
 from raylm.config import ModelConfig
 from raylm.configkit import ConfigError
 from raylm.models.export import ModelMeta, export_model, load_model, write_hf_model
 from raylm.recipe import config_from_dict
 from raylm.tasks import build_model
 
-TEXTS = ["这本书很好看我很喜欢", "质量太差了非常失望", "还行吧一般般", "推荐大家购买"]
 LABELS = {0: "neg", 1: "pos"}
-
-
-@pytest.fixture(scope="module")
-def bert_dir(tmp_path_factory):
-    return save_bert_chinese_layout(tmp_path_factory.mktemp("bert-base-chinese"), TEXTS)
-
-
-@pytest.fixture(scope="module")
-def gpt2_dir(tmp_path_factory):
-    return save_gpt2_layout(tmp_path_factory.mktemp("gpt2"), TEXTS)
 
 
 def _lora_classifier(path, **lora):

@@ -9,26 +9,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from pretrained_layouts import save_bert_chinese_layout, save_gpt2_layout  # tests/
 from raylm.config import ModelConfig
-from raylm.data.synthetic import FILL, NEG, POS
 from raylm.data.tokenizer import load_tokenizer
 from raylm.preflight import check_pretrained
 from raylm.recipe import load_config
 from raylm.tasks import build_model
 
 ROOT = Path(__file__).resolve().parents[3]
-TEXTS = ["".join(FILL) + "".join(POS) + "".join(NEG) + "0123456789"] * 3 + ["好书", "很差的书"]
-
-
-@pytest.fixture(scope="module")
-def bert_dir(tmp_path_factory):
-    return save_bert_chinese_layout(tmp_path_factory.mktemp("bert-base-chinese"), TEXTS)
-
-
-@pytest.fixture(scope="module")
-def gpt2_dir(tmp_path_factory):
-    return save_gpt2_layout(tmp_path_factory.mktemp("gpt2"), TEXTS)
 
 
 def test_the_layouts_are_the_hub_models_files(bert_dir, gpt2_dir):
