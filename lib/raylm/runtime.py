@@ -80,55 +80,47 @@ def _room(train: TrainConfig) -> tuple[int, str]:
     )
 
 
-def preflight(train: TrainConfig, poll_s: float = 2.0) -> bool:
+def preflight(train: TrainConfig, say_every_s: float = 30.0) -> None:
     """Make sure the workers fit before Ray Train places them (it would retry forever).
 
     An embedded Ray cannot grow: fail at once, in one line. A joined cluster may have an
-    autoscaler: ask it for the workers' bundles (`request_resources`), say what the run waits
-    for, and give up after `train.startup_timeout_s` naming it. Returns whether a request was
-    made; `release_request()` withdraws it once the run is over, so idle nodes can go again.
+    autoscaler: reserve the workers' bundles in a placement group of the run's own strategy (the
+    autoscaler adds nodes for it exactly as it would for Ray Train's), say what the run waits
+    for, and give up after `train.startup_timeout_s` naming it. The reservation is released the
+    moment it is granted, for Ray Train's own placement group to take the same room.
     """
     import time
 
-    from ray.autoscaler.sdk import request_resources
+    from ray.util.placement_group import placement_group, remove_placement_group
 
     fit, msg = _room(train)
     if fit >= train.num_workers:
-        return False
+        return
     if _EMBEDDED:
         raise ConfigError(
             f"{msg}; lower train.num_workers / train.cpus_per_worker or raise run.num_cpus"
         )
     limit = train.startup_timeout_s
     print(
-        f"[raylm] warning: {msg}; asking the autoscaler for nodes and waiting up to "
-        f"{limit:g} s (train.startup_timeout_s)",
+        f"[raylm] warning: {msg}; waiting up to {limit:g} s (train.startup_timeout_s) for the "
+        "autoscaler to add nodes",
         flush=True,
     )
-    request_resources(bundles=[worker_needs(train)] * train.num_workers)
-    start = last_said = time.monotonic()
-    while fit < train.num_workers:
-        now = time.monotonic()
-        if now - start >= limit:
-            request_resources(bundles=[])
-            raise WorkersNotStartedError(
-                f"{msg} after waiting {now - start:.0f} s (train.startup_timeout_s={limit:g}): "
-                "no autoscaler added room for them in time"
-            )
-        if now - last_said >= 30:
-            print(f"[raylm] still waiting ({now - start:.0f} s): {msg}", flush=True)
-            last_said = now
-        time.sleep(min(poll_s, max(0.0, limit - (now - start))))
-        fit, msg = _room(train)
+    bundles = [worker_needs(train)] * train.num_workers
+    group = placement_group(bundles, strategy=train.placement_strategy)
+    start = time.monotonic()
+    try:
+        while not group.wait(timeout_seconds=min(say_every_s, limit - (time.monotonic() - start))):
+            waited = time.monotonic() - start
+            if waited >= limit - 1e-3:
+                raise WorkersNotStartedError(
+                    f"{_room(train)[1]} after waiting {waited:.0f} s (train.startup_timeout_s="
+                    f"{limit:g}): no autoscaler added room for them in time"
+                )
+            print(f"[raylm] still waiting ({waited:.0f} s): {_room(train)[1]}", flush=True)
+    finally:
+        remove_placement_group(group)
     print(f"[raylm] room for the workers after {time.monotonic() - start:.0f} s", flush=True)
-    return True
-
-
-def release_request() -> None:
-    """Withdraw the autoscaler request `preflight` made (the run no longer needs the nodes)."""
-    from ray.autoscaler.sdk import request_resources
-
-    request_resources(bundles=[])
 
 
 def storage_path(run: RunConfig) -> str:

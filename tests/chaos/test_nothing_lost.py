@@ -181,7 +181,8 @@ def test_a_stopped_worker_fails_the_run_naming_its_rank_and_leaves_no_process(co
 
 def test_workers_that_never_fit_a_joined_cluster_give_up_after_the_startup_timeout(corpus, capfd):
     """The suite's Ray is joined, not embedded: an autoscaler could add nodes, so the preflight
-    asks it for them and waits, saying so; Ray Train alone would retry the worker group forever.
+    waits for a placement group of the workers, saying so; Ray Train alone would retry the
+    worker group forever.
     No autoscaler adds 8 CPUs here, so the run must give up after train.startup_timeout_s,
     before any worker or checkpoint exists."""
     from raylm.runtime import WorkersNotStartedError
@@ -196,8 +197,13 @@ def test_workers_that_never_fit_a_joined_cluster_give_up_after_the_startup_timeo
     assert "train.num_workers=8 workers of {'CPU': 1.0} each (PACK) do not fit" in str(err)
     assert "train.startup_timeout_s=5" in str(err)
     out = capfd.readouterr().out
-    assert "asking the autoscaler for nodes and waiting up to 5 s" in out
+    assert "waiting up to 5 s (train.startup_timeout_s) for the autoscaler to add nodes" in out
     assert not any(checkpoint_root(corpus / "runs" / "nofit").glob("checkpoint_step*"))
+    # Its reservation of 8 bundles is gone: nothing keeps asking the autoscaler for nodes.
+    from ray.util import placement_group_table
+
+    ours = [g for g in placement_group_table().values() if len(g["bundles"]) == 8]
+    assert ours and all(g["state"] == "REMOVED" for g in ours), ours
 
 
 # --------------------------------------------------------------------- killed worker, killed driver

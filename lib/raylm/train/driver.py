@@ -22,7 +22,6 @@ from raylm.runtime import (
     RunFailedError,
     ensure_ray,
     preflight,
-    release_request,
     storage_path,
 )
 from raylm.tasks import RunSpec, get_task
@@ -253,7 +252,7 @@ def run_trainer(cfg: Config, callbacks: list | None = None) -> Any:
     data_dir = cfg.run.data_path.resolve()
     spec = build_spec(cfg, data_dir, read_stats(data_dir))  # fails fast, before Ray starts
     ensure_ray(cfg.run)
-    asked_autoscaler = preflight(cfg.train)
+    preflight(cfg.train)
     print(
         f"[raylm] training {cfg.model.task} on {cfg.train.num_workers} worker(s), "
         f"ZeRO-{cfg.train.zero_stage} {cfg.train.precision}, {spec.total_steps} steps "
@@ -265,9 +264,6 @@ def run_trainer(cfg: Config, callbacks: list | None = None) -> Any:
         return make_trainer(cfg, data_dir, spec, callbacks).fit()
     except Exception as err:  # Ray Train V2 raises a failed run's error from fit()
         raise_explained(err, cfg.train)
-    finally:
-        if asked_autoscaler:
-            release_request()
 
 
 def fit(cfg: Config) -> TrainOutcome:
