@@ -83,19 +83,17 @@ def _check_lora_targets(config: Any, targets: list[str] | None) -> None:
     import torch
     from transformers import AutoModel
 
-    from raylm.models.lora import layer_names, unknown_targets
+    from raylm.models.lora import target_problem
 
     if not targets:
         return
     with torch.device("meta"):
         body = AutoModel.from_config(config)
-    unknown = unknown_targets(body, targets)
-    if unknown:
-        arch = ", ".join(config.architectures or []) or config.model_type
-        raise ConfigError(
-            f"model.lora.target_modules: {', '.join(unknown)} names no layer of {arch}; its "
-            f"linear layers: {', '.join(layer_names(body))}"
-        )
+    problem = target_problem(
+        body, targets, ", ".join(config.architectures or []) or config.model_type
+    )
+    if problem:
+        raise ConfigError(problem)
 
 
 def _looks_like_a_path(name: str) -> bool:

@@ -43,8 +43,10 @@ def heldout_keys(recipes: list[str]) -> frozenset[str]:
 def _squad_keys(data: Any) -> set[str]:
     """SQuAD recipes split by passage: the held-out passages' contexts."""
     paths, _ = sources.resolve_paths(data.paths)
-    keys = {steps.normalize_key(r["context"]) for p in paths for r in sources.read_squad(p)}
-    return {k for k in keys if steps.split_of(k, data.split) != "train"}
+    contexts = {r["context"] for p in paths for r in sources.read_squad(p)}
+    return {
+        steps.normalize_key(c) for c in contexts if steps.split_of_passage(c, data.split) != "train"
+    }
 
 
 def _record_keys(data: Any) -> set[str]:

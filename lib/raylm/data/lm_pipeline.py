@@ -148,7 +148,7 @@ def _read_qa(cfg: Config, data_dir: Path) -> tuple[list[dict], Counter, int]:
                     + "\n"
                 )
                 continue
-            row["split"] = steps.split_of(steps.normalize_key(row["context"]), cfg.data.split)
+            row["split"] = steps.split_of_passage(row["context"], cfg.data.split)
             rows.append(row)
     return rows, rejected, len(rows) + sum(rejected.values())
 

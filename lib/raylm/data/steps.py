@@ -282,6 +282,12 @@ def split_of(key: str, split_cfg: SplitConfig) -> str:
     return "train"
 
 
+def split_of_passage(context: str, split_cfg: SplitConfig) -> str:
+    """The split of a reading-comprehension question: its passage's (a passage never crosses
+    splits). The QA reader splits by it; `data.heldout_of` holds out by it."""
+    return split_of(normalize_key(context), split_cfg)
+
+
 def label_to_id(label: str | None, labels: list[str] | None) -> int:
     """Class id of `label` in `labels` order; -1 without labels. Unknown labels raise KeyError."""
     if labels is None or label is None:

@@ -114,7 +114,7 @@ def _pretrained(auto_class: Any, path: str, **kwargs: Any) -> tuple[Any, list[st
     return model, fresh
 
 
-def _label_maps(id2label: dict[int, str] | None) -> dict[str, Any]:
+def label_maps(id2label: dict[int, str] | None) -> dict[str, Any]:
     if not id2label:
         return {}
     return {"id2label": dict(id2label), "label2id": {v: k for k, v in id2label.items()}}
@@ -130,7 +130,7 @@ def sequence_classifier(
     """A BERT-style encoder with a classification head (pretrained `path`: a new head on it)."""
     from transformers import AutoModelForSequenceClassification
 
-    labels = _label_maps(id2label)
+    labels = label_maps(id2label)
     if cfg.path:
         config = _needs(cfg.path, "AutoModelForSequenceClassification", "classification")
         # A decoder (GPT-2) pools at the last non-pad token: it needs the tokenizer's pad id.

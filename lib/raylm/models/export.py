@@ -97,14 +97,12 @@ def load_model(folder: str | Path, auto_class: str | None = None) -> Any:
     if name == "AutoModelForSequenceClassification":
         # The base has no head of this run's labels: build it with them (and a pad id for
         # decoders that pool at the last non-pad token), then the adapter's head loads into it.
-        id2label = read_model_meta(folder).get("id2label") or {}
+        from raylm.models.build import label_maps
+
+        id2label = {int(k): v for k, v in (read_model_meta(folder).get("id2label") or {}).items()}
+        kwargs.update(label_maps(id2label))
         if id2label:
-            id2label = {int(k): v for k, v in id2label.items()}
-            kwargs.update(
-                num_labels=len(id2label),
-                id2label=id2label,
-                label2id={v: k for k, v in id2label.items()},
-            )
+            kwargs["num_labels"] = len(id2label)
         base = transformers.AutoConfig.from_pretrained(adapter_base(folder))
         if base.pad_token_id is None:
             kwargs["pad_token_id"] = transformers.AutoTokenizer.from_pretrained(

@@ -46,6 +46,18 @@ def unknown_targets(model: Any, targets: list[str] | None) -> list[str]:
     return [t for t in targets or [] if not any(n == t or n.endswith(f".{t}") for n in names)]
 
 
+def target_problem(model: Any, targets: list[str] | None, name: str) -> str | None:
+    """The one-line error for `model.lora.target_modules` names that match no layer of
+    `model` (called `name` in the message), or None when all match."""
+    unknown = unknown_targets(model, targets)
+    if not unknown:
+        return None
+    return (
+        f"model.lora.target_modules: {', '.join(unknown)} names no layer of {name}; its linear "
+        f"layers: {', '.join(layer_names(model))}"
+    )
+
+
 def add_lora(
     model: Any, lora: LoraConfig, peft_task: str | None, fresh: list[str] | None = None
 ) -> Any:
@@ -56,12 +68,9 @@ def add_lora(
     from peft import LoraConfig as PeftLoraConfig
     from peft import get_peft_model
 
-    unknown = unknown_targets(model, lora.target_modules)
-    if unknown:
-        raise ValueError(
-            f"model.lora.target_modules: {', '.join(unknown)} names no layer of this "
-            f"{type(model).__name__}; its linear layers: {', '.join(layer_names(model))}"
-        )
+    problem = target_problem(model, lora.target_modules, f"this {type(model).__name__}")
+    if problem:
+        raise ValueError(problem)
     config = PeftLoraConfig(
         r=lora.r,
         lora_alpha=lora.alpha,

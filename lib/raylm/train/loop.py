@@ -335,8 +335,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     )
     engine = Engine.create(model, cfg.train, spec.total_steps)
     if engine.frozen and _rank() == 0:
-        trained = sum(p.numel() for p in model.parameters() if p.requires_grad)
-        total = sum(p.numel() for p in model.parameters())
+        from raylm.models.build import count_parameters
+
+        trained, total = count_parameters(model), count_parameters(model, trainable_only=False)
         say(f"training {trained:,} of {total:,} parameters ({100 * trained / total:.2f}%)")
     state = _restore(engine, ray.train.get_checkpoint())
     # `from_pretrained` hands back a model in eval mode: without this a fine-tune trained without
