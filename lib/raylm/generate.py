@@ -17,7 +17,7 @@ switched to eval mode while generating (dropout off) and put back as it was.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Generator, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -114,12 +114,20 @@ def _cache_of(out: Any) -> Any:
 
 
 def _steps(
-    model: Any, rows: list[list[int]], pad_id: int, max_new_tokens: int, s: _Sampling
+    model: Any,
+    rows: list[list[int]],
+    pad_id: int,
+    max_new_tokens: int,
+    s: _Sampling,
+    restrict: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> Iterator[torch.Tensor]:
     """Yield each step's next tokens (batch,), feeding back one token per row with the KV cache.
 
     The caller stops iterating when every row is done; at most max_new_tokens steps run.
+    `restrict(logits)` masks each step's last-position logits before a token is picked; it runs
+    after the caller has seen the previous step's tokens.
     """
+    pick = _next_tokens if restrict is None else (lambda x, s: _next_tokens(restrict(x), s))
     if max_new_tokens == 0:
         return
     ids, mask, positions = _left_pad(rows, pad_id, model.device)
@@ -128,7 +136,7 @@ def _steps(
     # runs its own code between our yields.
     with torch.inference_mode():
         out = model(input_ids=ids, attention_mask=mask, position_ids=positions, **fixed)
-        tokens = _next_tokens(out.logits[:, -1, :], s)
+        tokens = pick(out.logits[:, -1, :], s)
     for step in range(max_new_tokens):
         yield tokens
         if step + 1 == max_new_tokens:
@@ -143,7 +151,7 @@ def _steps(
                 **fixed,
                 **{cache_name: _cache_of(out)},
             )
-            tokens = _next_tokens(out.logits[:, -1, :], s)
+            tokens = pick(out.logits[:, -1, :], s)
 
 
 def _setup(tokenizer: Any, model: Any, prompts: Sequence[str], max_new_tokens: int):
@@ -186,8 +194,14 @@ def generate(
     top_p: float = 1.0,
     seed: int | None = None,
     stop_at_eos: bool = True,
+    constraints: Sequence[Any | None] | None = None,
 ) -> list[GenerationResult]:
-    """Continue each prompt (one left-padded batch); at most max_new_tokens new tokens each."""
+    """Continue each prompt (one left-padded batch); at most max_new_tokens new tokens each.
+
+    `constraints`: per prompt, None or an object with `allowed()` (token ids that may come next),
+    `advance(token)` and `complete(ids)` (the kept ids of a run cut by the token limit), such as
+    raylm.constrain.ContextConstraint: only allowed tokens are picked.
+    """
     _check(max_new_tokens, temperature, top_p)
     if not prompts:
         return []
@@ -195,17 +209,40 @@ def generate(
     sampling = _sampling(model, do_sample, temperature, top_p, seed)
     new: list[list[int]] = [[] for _ in rows]
     done = [False] * len(rows)
+    rules = list(constraints) if constraints is not None else [None] * len(rows)
+    if len(rules) != len(rows):
+        raise ValueError(f"{len(rules)} constraints for {len(rows)} prompts")
+    restrict = _restrictor(rules, done) if any(r is not None for r in rules) else None
     with _eval_mode(model):
-        for tokens in _steps(model, rows, pad, max_new_tokens, sampling):
+        for tokens in _steps(model, rows, pad, max_new_tokens, sampling, restrict):
             for i, tok in enumerate(tokens.tolist()):
                 if not done[i]:
                     new[i].append(tok)
                     done[i] = stop_at_eos and tok == eos
+                    if rules[i] is not None:
+                        rules[i].advance(tok)
             if all(done):
                 break
+    for i, rule in enumerate(rules):
+        if rule is not None and not (new[i] and new[i][-1] == eos):
+            new[i] = rule.complete(new[i])
     return [
         _result(tokenizer, len(r), ids, eos, stop_at_eos) for r, ids in zip(rows, new, strict=True)
     ]
+
+
+def _restrictor(rules: list[Any], done: list[bool]) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Logits of the rows under a constraint masked to its allowed tokens (-inf elsewhere)."""
+
+    def restrict(logits: torch.Tensor) -> torch.Tensor:
+        mask = torch.zeros_like(logits)
+        for i, rule in enumerate(rules):
+            if rule is not None and not done[i]:
+                mask[i].fill_(float("-inf"))
+                mask[i, rule.allowed()] = 0.0
+        return logits + mask
+
+    return restrict
 
 
 def generate_texts(model: Any, tokenizer: Any, prompts: Sequence[str], **kwargs: Any) -> list[str]:

@@ -7,6 +7,7 @@ import json
 import re
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 import torch
 
@@ -98,6 +99,16 @@ def test_qa_recipe_end_to_end(tmp_path, ray_session):
     assert test["count"] > 10 and 0 <= test["exact_match"] <= test["f1"] <= 1
     preds = (tmp_path / "qa" / "test_predictions.jsonl").read_text(encoding="utf-8").splitlines()
     assert len(preds) == test["count"]
+    # Constrained to the context, every answer of the test split is a span of it; scored beside
+    # the free answers and the overlap baseline.
+    contexts = {
+        r["id"]: r["context"] for r in pq.read_table(tmp_path / "qa" / "data" / "test").to_pylist()
+    }
+    rows = [json.loads(line) for line in preds]
+    assert all(r["constrained"] in contexts[r["id"]] for r in rows)
+    assert all(r["constrained"] in r["context_window"] for r in rows)
+    assert sum(1 for r in rows if r["constrained"]) >= len(rows) - test["prompt_too_long"]
+    assert metrics["constrained"]["test"]["count"] == metrics["baseline"]["test"]["count"]
 
 
 def _zero3_export_loop(config: dict) -> None:

@@ -195,6 +195,20 @@ def test_qa_uses_the_stored_template(http, models):
     want = _direct(models, [prompt], 8)[0]
     assert resp.json()["answer"] == want.text.strip()
     assert resp.json()["prompt_tokens"] == want.prompt_tokens
+    # Constrained per request: the answer is a span of the context, the one raylm.constrain
+    # generates in-process.
+    from transformers import AutoModelForCausalLM
+
+    from raylm.constrain import ContextConstraint
+    from raylm.generate import generate
+
+    resp = http.post("/v1/qa", json={**body, "constrain_to_context": True})
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["answer"] and resp.json()["answer"] in body["context"]
+    model = AutoModelForCausalLM.from_pretrained(str(models["lm"])).eval()
+    rule = ContextConstraint.of(tok, body["context"])
+    [want] = generate(model, tok, [prompt], 8, constraints=[rule])
+    assert resp.json()["answer"] == want.text.strip()
 
 
 BAD = [

@@ -22,10 +22,10 @@ LAYERS: list[list[str]] = [
     ["raylm.serve.schemas", "raylm.tune.settings"],  # typed sections of the recipe schema
     ["raylm.config"],
     ["raylm.runtime"],
-    ["raylm.generate", "raylm.data"],
+    ["raylm.generate", "raylm.constrain", "raylm.data"],
     ["raylm.models"],
     ["raylm.preflight"],
-    ["raylm.eval"],
+    ["raylm.eval", "raylm.span_reader"],
     ["raylm.tasks"],
     ["raylm.recipe"],
     ["raylm.runfolder"],

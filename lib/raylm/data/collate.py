@@ -2,6 +2,7 @@
 
     batch = collate_classification(numpy_batch, pad_id)   # input_ids, attention_mask, labels
     batch = collate_lm(numpy_batch, pad_id)               # labels padded with -100
+    batch = collate_spans(numpy_batch, pad_id)            # + token_type_ids, start/end_positions
 
 Rows are padded to the batch's longest row, not to max_length. Used by the training loop (each
 task names its collate) and by batch inference.
@@ -52,6 +53,20 @@ def collate_lm(batch: dict[str, Any], pad_id: int) -> dict[str, torch.Tensor]:
     if "position_ids" in batch:
         out["position_ids"] = torch.from_numpy(pad_rows(batch["position_ids"], 0))
     return out
+
+
+def collate_spans(batch: dict[str, Any], pad_id: int) -> dict[str, torch.Tensor]:
+    """Extractive QA windows: ids, segment ids, mask, and the answer's start/end token."""
+    ids = pad_rows(batch["input_ids"], pad_id)
+    lengths = np.fromiter((len(r) for r in batch["input_ids"]), dtype=np.int64, count=len(ids))
+    mask = (np.arange(ids.shape[1])[None, :] < lengths[:, None]).astype(np.int64)
+    return {
+        "input_ids": torch.from_numpy(ids),
+        "token_type_ids": torch.from_numpy(pad_rows(batch["token_type_ids"], 0)),
+        "attention_mask": torch.from_numpy(mask),
+        "start_positions": torch.from_numpy(np.array(batch["start_positions"], dtype=np.int64)),
+        "end_positions": torch.from_numpy(np.array(batch["end_positions"], dtype=np.int64)),
+    }
 
 
 def count_tokens(batch: dict[str, torch.Tensor]) -> torch.Tensor:

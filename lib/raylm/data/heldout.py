@@ -41,12 +41,19 @@ def heldout_keys(recipes: list[str]) -> frozenset[str]:
 
 
 def _squad_keys(data: Any) -> set[str]:
-    """SQuAD recipes split by passage: the held-out passages' contexts."""
+    """SQuAD recipes split by passage (after their `data.convert`): the held-out passages'
+    contexts, as converted and as written, so a corpus that reads them either way misses none."""
+    from raylm.data.convert import converter
+
+    convert = converter(data.convert) if data.convert else (lambda text: text)
     paths, _ = sources.resolve_paths(data.paths)
     contexts = {r["context"] for p in paths for r in sources.read_squad(p)}
-    return {
-        steps.normalize_key(c) for c in contexts if steps.split_of_passage(c, data.split) != "train"
-    }
+    keys = set()
+    for raw in contexts:
+        context = convert(raw)
+        if steps.split_of_passage(context, data.split) != "train":
+            keys |= {steps.normalize_key(context), steps.normalize_key(raw)}
+    return keys
 
 
 def _record_keys(data: Any) -> set[str]:

@@ -131,13 +131,25 @@ def _qa_reason(row: dict[str, Any], seen: set[tuple[str, str]]) -> str:
     return ""
 
 
-def _read_qa(cfg: Config, data_dir: Path) -> tuple[list[dict], Counter, int]:
-    """SQuAD rows with a split by passage hash (a passage never crosses splits); rejects written."""
+def read_qa(cfg: Config, data_dir: Path) -> tuple[list[dict], Counter, int, dict | None]:
+    """SQuAD rows (converted by `data.convert`) with a split by passage hash (a passage never
+    crosses splits); rejects written. Returns rows, reject counts, rows read, conversion counts."""
+    from raylm.data.convert import convert_squad
+
     paths, _ = sources.resolve_paths(cfg.data.paths)
     rows, rejected, seen = [], Counter(), set()
-    squad = ((path, row) for path in paths for row in sources.read_squad(path))
+    conversion: Counter = Counter()
+
+    def questions():
+        for path in paths:
+            read = sources.read_squad(path)
+            if cfg.data.convert:
+                read, counts = convert_squad(read, cfg.data.convert)
+                conversion.update({k: v for k, v in counts.items() if k != "config"})
+            yield from ((path, row) for row in read)
+
     with (data_dir / "rejects.jsonl").open("w", encoding="utf-8") as rej:
-        for path, row in squad:
+        for path, row in questions():
             if cfg.data.limit and len(rows) >= cfg.data.limit:
                 break  # `limit` counts kept questions over all files together
             reason = _qa_reason(row, seen)
@@ -150,10 +162,11 @@ def _read_qa(cfg: Config, data_dir: Path) -> tuple[list[dict], Counter, int]:
                 continue
             row["split"] = steps.split_of_passage(row["context"], cfg.data.split)
             rows.append(row)
-    return rows, rejected, len(rows) + sum(rejected.values())
+    converted = {"config": cfg.data.convert, **conversion} if cfg.data.convert else None
+    return rows, rejected, len(rows) + sum(rejected.values()), converted
 
 
-def _write_qa_splits(rows: list[dict], data_dir: Path) -> dict[str, int]:
+def write_qa_splits(rows: list[dict], data_dir: Path) -> dict[str, int]:
     import pyarrow.parquet as pq
 
     counts = {}
@@ -206,8 +219,8 @@ def preprocess_qa(cfg: Config, data_dir: Path) -> dict[str, Any]:
 
     t0 = time.perf_counter()
     data_dir.mkdir(parents=True, exist_ok=True)
-    rows, rejected, n_input = _read_qa(cfg, data_dir)
-    split_counts = _write_qa_splits(rows, data_dir)
+    rows, rejected, n_input, conversion = read_qa(cfg, data_dir)
+    split_counts = write_qa_splits(rows, data_dir)
     print(f"[preprocess] qa         {split_counts}, rejected={dict(rejected)}", flush=True)
     train = [r for r in rows if r["split"] == "train"]
     texts = [t for r in train for t in (r["context"], r["question"], *r["answers"])]
@@ -237,6 +250,7 @@ def preprocess_qa(cfg: Config, data_dir: Path) -> dict[str, Any]:
         "source": cfg.data.source,
         "encoded": encoded,
         "prompt_template": DEFAULT_TEMPLATE,
+        **({"conversion": conversion} if conversion else {}),
         "paths": [str(p) for p in cfg.data.paths],
         "elapsed_s": round(time.perf_counter() - t0, 2),
     }

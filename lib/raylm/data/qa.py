@@ -34,6 +34,7 @@ __all__ = [
     "IGNORE_INDEX",
     "QAEncoder",
     "build_prompt",
+    "build_prompt_parts",
     "encode_qa",
     "encode_qa_batch",
     "prompt_batch",
@@ -100,8 +101,9 @@ def _fit_prompt(
     template: str,
     room: int,
     char_span: tuple[int, int] | None,
-) -> tuple[str, list[int]] | None:
-    """Prompt (text, ids) of at most `room` tokens, the context windowed around char_span."""
+) -> tuple[str, list[int], str] | None:
+    """Prompt (text, ids, the context window in it) of at most `room` tokens, the context
+    windowed around char_span."""
     enc = tokenizer(context, add_special_tokens=False, return_offsets_mapping=True)
     offsets = [tuple(o) for o in enc["offset_mapping"]]
     span = _token_span(offsets, char_span) if char_span else None
@@ -116,7 +118,7 @@ def _fit_prompt(
         prompt = render_prompt(template, text, question)
         ids = _ids(tokenizer, prompt, True)
         if len(ids) <= room:
-            return prompt, ids
+            return prompt, ids, text
         budget -= len(ids) - room
     return None
 
@@ -169,6 +171,19 @@ def build_prompt(
 
     Raises ValueError when the template and question alone leave no room.
     """
+    return build_prompt_parts(tokenizer, context, question, max_length, max_new_tokens, template)[0]
+
+
+def build_prompt_parts(
+    tokenizer: Any,
+    context: str,
+    question: str,
+    max_length: int,
+    max_new_tokens: int,
+    template: str = DEFAULT_TEMPLATE,
+) -> tuple[str, str]:
+    """`build_prompt` and the part of the context it holds (what a constrained answer may
+    copy: raylm.constrain)."""
     room = max_length - max_new_tokens
     fitted = _fit_prompt(tokenizer, context, question, template, room, None)
     if fitted is None:
@@ -176,7 +191,7 @@ def build_prompt(
             f"prompt_too_long: template + question need more than {room} tokens "
             f"(max_length {max_length} - max_new_tokens {max_new_tokens})"
         )
-    return fitted[0]
+    return fitted[0], fitted[2]
 
 
 # ------------------------------------------------------------------------------------ batches
@@ -228,15 +243,17 @@ def prompt_batch(
     max_new_tokens: int,
     template: str = DEFAULT_TEMPLATE,
 ) -> Batch:
-    """Add a `prompt` column for generation; rows that cannot fit get `prompt_too_long`."""
+    """Add `prompt` (for generation) and `context_window` (the context part in it) columns;
+    rows that cannot fit get `prompt_too_long`."""
     n = len(batch["context"])
     reasons = _reasons(batch, n)
     prompts: list[str] = []
+    windows: list[str] = []
     for i in range(n):
-        prompt = ""
+        prompt = window = ""
         if not reasons[i]:
             try:
-                prompt = build_prompt(
+                prompt, window = build_prompt_parts(
                     tokenizer,
                     str(batch["context"][i]),
                     str(batch["question"][i]),
@@ -247,7 +264,8 @@ def prompt_batch(
             except ValueError:
                 reasons[i] = "prompt_too_long"
         prompts.append(prompt)
-    return {**batch, "prompt": prompts, "reject_reason": reasons}
+        windows.append(window)
+    return {**batch, "prompt": prompts, "context_window": windows, "reject_reason": reasons}
 
 
 class QAEncoder:

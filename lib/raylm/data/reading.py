@@ -111,7 +111,20 @@ def read_source(data_cfg: DataConfig) -> tuple[ray.data.Dataset, list[str]]:
         )
     if data_cfg.limit is not None:
         ds = ds.limit(data_cfg.limit)
+    if data_cfg.convert:
+        convert = {"config": data_cfg.convert}
+        ds = ds.map_batches(_convert, fn_kwargs=convert, batch_format="pyarrow")
     return ds, paths
+
+
+def _convert(batch: pa.Table, config: str) -> pa.Table:
+    """`data.convert`: the texts through OpenCC (e.g. t2s), before cleaning and dedup."""
+    from raylm.data.convert import converter
+
+    convert = converter(config)
+    texts = [None if t is None else convert(t) for t in batch.column("text").to_pylist()]
+    column = batch.schema.get_field_index("text")
+    return batch.set_column(column, "text", pa.array(texts, pa.string()))
 
 
 def source_configs(data_cfg: DataConfig) -> list[DataConfig]:

@@ -93,3 +93,33 @@ class MaskedLMEvaluator:
             "val_masked_accuracy": float(self.correct) / tokens,
             "val_perplexity": float(perplexity(float(self.nll), float(self.tokens))),
         }
+
+
+class SpanEvaluator:
+    """Extractive QA: loss, and the share of windows holding the answer whose predicted start
+    and end tokens are both exactly right (`val_span_accuracy`)."""
+
+    def __init__(self, num_labels: int = 0):
+        self.loss_sum = torch.zeros((), dtype=torch.float64)
+        self.count = torch.zeros((), dtype=torch.float64)
+        self.exact = torch.zeros((), dtype=torch.float64)
+        self.answerable = torch.zeros((), dtype=torch.float64)
+
+    def update(self, out: Any, batch: dict[str, torch.Tensor]) -> None:
+        starts, ends = batch["start_positions"].cpu(), batch["end_positions"].cpu()
+        held = starts > 0  # windows that hold the answer ([CLS] = elsewhere)
+        hit = out.start_logits.argmax(-1).cpu() == starts
+        hit &= out.end_logits.argmax(-1).cpu() == ends
+        self.loss_sum += float(out.loss) * len(starts)
+        self.count += len(starts)
+        self.exact += int((hit & held).sum())
+        self.answerable += int(held.sum())
+
+    def tensors(self) -> list[torch.Tensor]:
+        return [self.loss_sum, self.count, self.exact, self.answerable]
+
+    def metrics(self) -> dict[str, float]:
+        return {
+            "val_loss": float(self.loss_sum / self.count.clamp(min=1)),
+            "val_span_accuracy": float(self.exact / self.answerable.clamp(min=1)),
+        }

@@ -110,12 +110,13 @@ class MaskedLMScorer:
             batch, self.pad_id, self.mask_id, self.model.config.vocab_size, self.seed,
             self.mask_prob,
         )  # fmt: skip
+        from raylm.eval.evaluators import MaskedLMEvaluator
+
+        sums = MaskedLMEvaluator()  # the sums validation keeps, for this batch
         with torch.inference_mode():
-            out = self.model(**inputs)
-        scored = inputs["labels"] != -100
-        hits = int((out.logits.argmax(-1)[scored] == inputs["labels"][scored]).sum())
-        n = int(scored.sum())
-        return {"nll": np.array([float(out.loss) * n]), "hits": [hits], "tokens": np.array([n])}
+            sums.update(self.model(**inputs), inputs)
+        nll, hits, tokens = (float(t) for t in sums.tensors())
+        return {"nll": np.array([nll]), "hits": np.array([hits]), "tokens": np.array([tokens])}
 
 
 def masked_lm_scores(
@@ -141,7 +142,9 @@ def masked_lm_scores(
 
 
 class QAPredictor:
-    """Builds prompts with the model's stored template and generates answers (greedy)."""
+    """Builds prompts with the model's stored template and generates answers (greedy), free and
+    constrained to the prompt's context window (raylm.constrain), in columns `free` and
+    `constrained`."""
 
     def __init__(self, model_dir: str, max_length: int, max_new_tokens: int):
         from transformers import AutoTokenizer
@@ -154,22 +157,27 @@ class QAPredictor:
         self.max_length, self.max_new_tokens = max_length, max_new_tokens
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
+        from raylm.constrain import ContextConstraint
         from raylm.data.qa import DEFAULT_TEMPLATE, prompt_batch
         from raylm.generate import generate
 
         template = self.template or DEFAULT_TEMPLATE
         batch = prompt_batch(batch, self.tok, self.max_length, self.max_new_tokens, template)
         ok = [i for i, r in enumerate(batch["reject_reason"]) if not r]
-        texts = [""] * len(batch["prompt"])
+        out = {"free": [""] * len(batch["prompt"]), "constrained": [""] * len(batch["prompt"])}
         if ok:
-            results = generate(
-                self.model, self.tok, [batch["prompt"][i] for i in ok], self.max_new_tokens
-            )
-            for i, res in zip(ok, results, strict=True):
-                texts[i] = res.text.strip()
+            prompts = [batch["prompt"][i] for i in ok]
+            rules = [ContextConstraint.of(self.tok, batch["context_window"][i]) for i in ok]
+            for mode, constraints in (("free", None), ("constrained", rules)):
+                results = generate(
+                    self.model, self.tok, prompts, self.max_new_tokens, constraints=constraints
+                )
+                for i, res in zip(ok, results, strict=True):
+                    out[mode][i] = res.text.strip()
         return {
             "id": batch["id"],
-            "prediction": texts,
+            **out,
+            "context_window": batch["context_window"],
             "answers": batch["answers"],
             "reject_reason": batch["reject_reason"],
         }

@@ -169,6 +169,21 @@ def masked_lm(cfg: ModelConfig, vocab_size: int, pad_token_id: int = 0) -> Any:
     return _finish(AutoModelForMaskedLM.from_config(config), cfg)
 
 
+EXTRACTIVE = "extractive QA (task: extractive_qa)"
+
+
+def question_answering(cfg: ModelConfig, vocab_size: int, pad_token_id: int = 0) -> Any:
+    """A BERT-style encoder with start/end span heads (pretrained `path`: new heads on it)."""
+    from transformers import AutoModelForQuestionAnswering
+
+    if cfg.path:
+        _needs(cfg.path, "AutoModelForQuestionAnswering", EXTRACTIVE)
+        model, fresh = _pretrained(AutoModelForQuestionAnswering, cfg.path)
+        return _finish(model, cfg, "QUESTION_ANS", fresh)
+    config = _encoder_config(cfg, vocab_size, 2, pad_token_id)
+    return _finish(AutoModelForQuestionAnswering.from_config(config), cfg)
+
+
 def _needs(path: str, auto_class: str, what: str) -> Any:
     """The checkpoint's config, or a one-line error naming its architecture and the task."""
     import transformers
@@ -224,6 +239,15 @@ def count_parameters(
             continue
         total += param.numel()
     return total
+
+
+def question_answering_skeleton(cfg: ModelConfig, vocab_size: int, pad_token_id: int = 0) -> Any:
+    if not cfg.path:
+        return question_answering(cfg, vocab_size, pad_token_id)
+    from transformers import AutoModelForQuestionAnswering
+
+    config = _needs(cfg.path, "AutoModelForQuestionAnswering", EXTRACTIVE)
+    return AutoModelForQuestionAnswering.from_config(config)
 
 
 def masked_lm_skeleton(cfg: ModelConfig, vocab_size: int, pad_token_id: int = 0) -> Any:

@@ -29,6 +29,7 @@ class ModelMeta:
     max_length: int
     id2label: dict[int, str] | None = None
     prompt_template: str | None = None
+    qa: dict[str, Any] | None = None  # extractive QA's window settings (data.qa)
 
     def to_json(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items() if v is not None}

@@ -89,6 +89,7 @@ def add_lora(
 AUTO_CLASS_OF_PEFT_TASK = {
     "SEQ_CLS": "AutoModelForSequenceClassification",
     "CAUSAL_LM": "AutoModelForCausalLM",
+    "QUESTION_ANS": "AutoModelForQuestionAnswering",
     None: "AutoModelForMaskedLM",  # raylm's only task without a peft task type (mlm)
 }
 

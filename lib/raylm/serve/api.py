@@ -226,7 +226,13 @@ def _add_routes(api: FastAPI, ingress: Ingress) -> None:
         """Label each text; `probabilities` holds every class."""
         return await ingress.classify(req)
 
-    @api.post("/v1/qa", response_model=QAResponse, tags=["models"], responses=_ERRORS)
+    @api.post(
+        "/v1/qa",
+        response_model=QAResponse,
+        response_model_exclude_none=True,
+        tags=["models"],
+        responses=_ERRORS,
+    )
     async def qa(req: QARequest) -> QAResponse:
         """Answer a question about a passage with the model's training prompt template."""
         return await ingress.qa(req)

@@ -33,7 +33,7 @@ from raylm.configkit import ConfigError, set_dotted
 from raylm.models.export import is_model_folder
 from raylm.serve import openai_compat as oai
 from raylm.serve.api import make_api, token_digest
-from raylm.serve.models import ClassifierModel, GeneratorModel
+from raylm.serve.models import ClassifierModel, ExtractorModel, GeneratorModel
 from raylm.serve.schemas import (
     ApiError,
     ChatCompletionRequest,
@@ -48,7 +48,13 @@ from raylm.serve.schemas import (
 from raylm.tasks import TASKS, get_task, task_of_model_dir
 
 # The deployment that holds a model, by the task's `serve_with`.
-DEPLOYMENTS = {"classifier": ClassifierModel, "generator": GeneratorModel}
+DEPLOYMENTS = {
+    "classifier": ClassifierModel,
+    "generator": GeneratorModel,
+    "extractor": ExtractorModel,
+}
+QA_SPAN_FIELDS = ("answer", "start", "end", "score", "windows")
+QA_GENERATED_FIELDS = ("answer", "prompt_tokens", "completion_tokens", "finish_reason")
 READY_TIMEOUT_S = 2.0
 MIN_TEMPERATURE = 1e-3
 # A model replica that died (or went unreachable) under a request: Serve starts a replacement,
@@ -180,8 +186,12 @@ class Ingress:
             msg = f"max_new_tokens {n} is over the limit of {self.cfg.limits.max_new_tokens}"
             raise ApiError(400, msg, param="max_new_tokens")
         params = GenParams(max_new_tokens=n)
-        out = await self._call(self.handles[name].answer.remote(req.context, req.question, params))
-        keys = ("answer", "prompt_tokens", "completion_tokens", "finish_reason")
+        answer = self.handles[name].answer
+        out = await self._call(
+            answer.remote(req.context, req.question, params, req.constrain_to_context)
+        )
+        # A span (extractive model) or generated text; the response has the fields of its kind.
+        keys = QA_SPAN_FIELDS if "start" in out else QA_GENERATED_FIELDS
         return {"model": name, **{k: out[k] for k in keys}}
 
     async def stream(self, req: Any, chat: bool):

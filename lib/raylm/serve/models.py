@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import threading
 from collections.abc import AsyncIterator
 from typing import Any
 
 from ray import serve
 
-from raylm.data.qa import DEFAULT_TEMPLATE, build_prompt, render_prompt
+from raylm.data.qa import DEFAULT_TEMPLATE, build_prompt_parts, render_prompt
 from raylm.models.export import read_model_meta
 from raylm.serve.schemas import ApiError, GenParams
 
@@ -185,6 +186,48 @@ class ClassifierModel:
         return {"name": self.name, "task": self.task, "labels": self.labels}
 
 
+@serve.deployment
+class ExtractorModel:
+    """An extractive-QA model: `/v1/qa` answers with a span of the given context, its character
+    offsets and score. A context longer than the model's window is cut into overlapping windows
+    (raylm.span_reader), never truncated."""
+
+    def __init__(self, name: str, path: str, batch: dict[str, Any], limits: dict, task: str):
+        from raylm.span_reader import SpanReader
+
+        self.reader = SpanReader(path)
+        config_len = int(getattr(self.reader.model.config, "max_position_embeddings", 512))
+        self.reader.max_length = min(self.reader.max_length, config_len)
+        self.name, self.task = name, task
+        self.batch_wait = AdaptiveBatchWait(self._answer, batch)
+
+    @serve.batch
+    async def _answer(self, pairs: list[tuple[str, str]]) -> list[dict[str, Any]]:
+        questions, contexts = [q for _, q in pairs], [c for c, _ in pairs]
+        answers = await _in_thread(self.reader.answer, questions, contexts)
+        return [dataclasses.asdict(a) for a in answers]
+
+    async def answer(
+        self, context: str, question: str, params: Any = None, constrain: bool = True
+    ) -> dict[str, Any]:
+        """The best span: answer, start, end (context[start:end] == answer), score, windows.
+        (A span is always on the page: `constrain` is for generative models.)"""
+        from raylm.serve.schemas import ApiError
+
+        for field, text in (("context", context), ("question", question)):
+            if not text.strip():
+                raise ApiError(400, f"{field} is empty (whitespace only)", param=field)
+        with self.batch_wait.track(1):
+            found = await self._answer((context, question))
+        return {"answer": found["text"], **{k: found[k] for k in SPAN_KEYS}}
+
+    def info(self) -> dict[str, Any]:
+        return {"name": self.name, "task": self.task, "labels": None}
+
+
+SPAN_KEYS = ("start", "end", "score", "windows")
+
+
 def _apply_stop(text: str, stops: tuple[str, ...]) -> tuple[str, bool]:
     cut = min((i for i in (text.find(s) for s in stops) if i >= 0), default=-1)
     return (text[:cut], True) if cut >= 0 else (text, False)
@@ -280,16 +323,22 @@ class GeneratorModel:
         return n
 
     @serve.batch
-    async def _generate(self, items: list[tuple[str, GenParams]]) -> list[dict[str, Any]]:
+    async def _generate(
+        self, items: list[tuple[str, GenParams, str | None]]
+    ) -> list[dict[str, Any]]:
+        """Items: (prompt, params, the context the answer must be a span of, or None)."""
+        from raylm.constrain import ContextConstraint
         from raylm.generate import generate
 
         # One generate() call per distinct setting; a seeded request runs alone (own RNG stream).
         groups: dict[Any, list[int]] = {}
-        for i, (_, p) in enumerate(items):
+        for i, (_, p, _) in enumerate(items):
             groups.setdefault(p if p.seed is None else (p, i), []).append(i)
         out: list[dict[str, Any]] = [{}] * len(items)
         for idx in groups.values():
             p = items[idx[0]][1]
+            spans = [items[i][2] for i in idx]
+            rules = [None if c is None else ContextConstraint.of(self.tokenizer, c) for c in spans]
             results = await _in_thread(
                 generate,
                 self.model,
@@ -300,6 +349,7 @@ class GeneratorModel:
                 temperature=p.temperature,
                 top_p=p.top_p,
                 seed=p.seed,
+                constraints=rules if any(r is not None for r in rules) else None,
             )
             for i, r in zip(idx, results, strict=True):
                 text, hit = _apply_stop(r.text, p.stop)
@@ -320,7 +370,8 @@ class GeneratorModel:
         for i, prompt in enumerate(prompts):
             self._count(prompt, params, "messages" if messages else f"prompt.{i}")
         with self.batch_wait.track(len(prompts)), self.meter.generating(len(prompts)):
-            return list(await asyncio.gather(*(self._generate((p, params)) for p in prompts)))
+            calls = (self._generate((p, params, None)) for p in prompts)
+            return list(await asyncio.gather(*calls))
 
     async def stream(
         self, prompt: str | None, params: GenParams, messages: list | None = None
@@ -363,11 +414,14 @@ class GeneratorModel:
             yield scan.pending
         yield {"finish_reason": result.finish_reason, "completion_tokens": result.completion_tokens}
 
-    async def answer(self, context: str, question: str, params: GenParams) -> dict[str, Any]:
-        """Extractive-style QA with the prompt template the model was trained with."""
+    async def answer(
+        self, context: str, question: str, params: GenParams, constrain: bool = False
+    ) -> dict[str, Any]:
+        """QA with the prompt template the model was trained with; `constrain`: the answer is a
+        span of the context in the prompt (raylm.constrain)."""
         max_length = min(self.meta.get("max_length") or self.context, self.context)
         try:
-            prompt = build_prompt(
+            prompt, window = build_prompt_parts(
                 self.tokenizer,
                 context,
                 question,
@@ -379,7 +433,7 @@ class GeneratorModel:
             raise ApiError(400, str(err), param="question") from None
         self._count(prompt, params, "context")
         with self.batch_wait.track(1), self.meter.generating():
-            result = await self._generate((prompt, params))
+            result = await self._generate((prompt, params, window if constrain else None))
         return {**result, "answer": result["text"].strip()}
 
     def info(self) -> dict[str, Any]:

@@ -270,12 +270,22 @@ class ClassifyRequest(StrictModel):
 
 class QARequest(StrictModel):
     model: str | None = Field(
-        None, description="Model name (default: the first generative model: causal_lm or qa)."
+        None,
+        description="Model name (default: the first model answering /v1/qa: causal_lm, qa "
+        "or extractive_qa).",
     )
     context: Text = Field(..., description="Passage that holds the answer.")
     question: Text = Field(..., description="Question about the passage.")
+    constrain_to_context: bool = Field(
+        False,
+        description="A generative model may only answer with a span of the context "
+        "(an extractive one always does).",
+    )
     max_new_tokens: int | None = Field(
-        None, ge=1, description="Answer length cap (default: 32, or serve.limits.max_new_tokens)."
+        None,
+        ge=1,
+        description="Answer length cap of a generative model (default: 32, or "
+        "serve.limits.max_new_tokens); an extractive one uses its own data.qa.max_answer_chars.",
     )
 
 
@@ -348,11 +358,18 @@ class ChatCompletionResponse(BaseModel):
 
 
 class QAResponse(BaseModel):
+    """A generative model's answer (token counts, finish reason) or an extractive model's span
+    of the context (offsets: context[start:end] == answer, score, windows read)."""
+
     model: str
     answer: str
-    prompt_tokens: int
-    completion_tokens: int
-    finish_reason: str
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    finish_reason: str | None = None
+    start: int | None = None
+    end: int | None = None
+    score: float | None = None
+    windows: int | None = None
 
 
 class ModelCard(BaseModel):

@@ -14,14 +14,14 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from raylm.tasks import causal_lm, classification, mlm, qa
+from raylm.tasks import causal_lm, classification, extractive_qa, mlm, qa
 from raylm.tasks.base import RunSpec, Task
 
 if TYPE_CHECKING:
     from raylm.config import ModelConfig
 
 TASKS: dict[str, Task] = {
-    t.name: t for t in (classification.TASK, causal_lm.TASK, qa.TASK, mlm.TASK)
+    t.name: t for t in (classification.TASK, causal_lm.TASK, qa.TASK, mlm.TASK, extractive_qa.TASK)
 }
 
 __all__ = ["TASKS", "RunSpec", "Task", "build_model", "get_task", "task_of_model_dir"]
@@ -59,6 +59,8 @@ def task_of_model_dir(path: str | Path) -> str:
     archs = config.get("architectures") or []
     if any("Classification" in a for a in archs):
         return classification.TASK.name
+    if any("QuestionAnswering" in a for a in archs):
+        return extractive_qa.TASK.name
     if any("MaskedLM" in a for a in archs):
         return mlm.TASK.name
     return causal_lm.TASK.name

@@ -44,6 +44,7 @@ class RunSpec:
     prompt_template: str | None = None
     mask_id: int | None = None  # [MASK], for masked-LM tasks
     mask_prob: float = 0.15
+    qa: dict[str, Any] | None = None  # extractive QA: data.qa (windows), kept in raylm.json
 
 
 @dataclass(frozen=True)
@@ -69,7 +70,7 @@ class Task:
     skeleton: Callable[..., Any]
     # evaluate(cfg, run_dir, data_dir) -> metrics.json mapping of the exported model on test
     evaluate: Callable[[Config, Path, Path], dict[str, Any]]
-    serve_with: Literal["classifier", "generator"] | None  # its Serve deployment (None: none)
+    serve_with: Literal["classifier", "generator", "extractor"] | None  # Serve deployment, if any
     endpoints: frozenset[str]  # Serve endpoints it answers: classify, complete, qa
 
 

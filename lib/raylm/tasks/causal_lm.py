@@ -30,6 +30,7 @@ def decoder_problems(cfg: Config) -> list[str]:
             "(language models report val_loss, val_perplexity)"
         )
     problems += ignored_fields(cfg.run, ("baseline",), "run", "the baseline is a classifier's")
+    problems += ignored_fields(cfg.data, ("qa",), "data", "extractive QA windows only")
     return problems + ignored_fields(cfg.data, ("mlm",), "data", "a decoder masks nothing")
 
 
@@ -38,6 +39,7 @@ def check_config(cfg: Config) -> list[str]:
     if cfg.data.source == "squad":
         problems.append("data.source: 'squad' holds questions (task: qa), not documents")
     why = "a causal LM trains on the text alone"
+    problems += ignored_fields(cfg.run, ("qa",), "run", "it answers no questions")
     return problems + ignored_fields(cfg.data, ("labels",), "data", why)
 
 

@@ -29,6 +29,8 @@ def check_config(cfg: Config) -> list[str]:
         cfg.run, ("max_new_tokens",), "run", "classification generates nothing"
     )
     problems += ignored_fields(cfg.data, ("also",), "data", "unlabelled sources have no label")
+    problems += ignored_fields(cfg.data, ("qa",), "data", "it reads no passages")
+    problems += ignored_fields(cfg.run, ("qa",), "run", "it answers no questions")
     return problems + ignored_fields(cfg.data, ("mlm",), "data", "it masks nothing")
 
 

@@ -33,7 +33,8 @@ def check_config(cfg: Config) -> list[str]:
             "(masked LM reports val_loss, val_masked_accuracy, val_perplexity)"
         )
     why = "masked-LM pretraining reads the text alone"
-    problems += ignored_fields(cfg.data, ("labels",), "data", why)
+    problems += ignored_fields(cfg.data, ("labels", "qa"), "data", why)
+    problems += ignored_fields(cfg.run, ("qa",), "run", why)
     problems += ignored_fields(cfg.run, ("baseline",), "run", "the baseline is a classifier's")
     return problems + ignored_fields(cfg.run, ("max_new_tokens",), "run", "it generates nothing")
 

@@ -89,6 +89,7 @@ def build_spec(cfg: Config, data_dir: Path, stats: dict[str, Any]) -> RunSpec:
         prompt_template=stats.get("prompt_template") or None,
         mask_id=tok.mask_token_id,
         mask_prob=cfg.data.mlm.mask_prob,
+        qa=cfg.data.qa.model_dump() if cfg.model.task == "extractive_qa" else None,
     )
 
 

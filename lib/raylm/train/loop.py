@@ -168,7 +168,7 @@ def model_meta(spec: RunSpec):
     """What the exported folder's raylm.json records about the model."""
     from raylm.models.export import ModelMeta
 
-    return ModelMeta(spec.task, spec.max_length, spec.id2label, spec.prompt_template)
+    return ModelMeta(spec.task, spec.max_length, spec.id2label, spec.prompt_template, spec.qa)
 
 
 def _save_and_report(engine: Any, state: LoopState, metrics: dict[str, Any], spec: RunSpec):

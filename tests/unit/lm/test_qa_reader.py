@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from raylm.data.lm_pipeline import _read_qa, encoded_counts
+from raylm.data.lm_pipeline import encoded_counts, read_qa
 from raylm.recipe import config_from_dict
 
 
@@ -38,7 +38,7 @@ def _cfg(paths, limit=None):
 
 def test_limit_counts_kept_questions_over_all_files(tmp_path):
     paths = [_squad(tmp_path / f"{p}.json", p, 5) for p in "abc"]
-    rows, rejected, n_input = _read_qa(_cfg(paths, limit=7), tmp_path)
+    rows, rejected, n_input, _ = read_qa(_cfg(paths, limit=7), tmp_path)
     assert len(rows) == 7  # 5 from a, 2 from b, none from c
     assert [r["id"] for r in rows] == [*(f"a{i}" for i in range(5)), "b0", "b1"]
     assert n_input == 7 and not rejected
@@ -46,7 +46,7 @@ def test_limit_counts_kept_questions_over_all_files(tmp_path):
 
 def test_rejects_are_counted_and_written(tmp_path):
     paths = [_squad(tmp_path / "a.json", "a", 3, dup_last=True)]
-    rows, rejected, n_input = _read_qa(_cfg(paths), tmp_path)
+    rows, rejected, n_input, _ = read_qa(_cfg(paths), tmp_path)
     assert len(rows) == 3 and rejected == {"duplicate": 1} and n_input == 4
     rejects = [json.loads(line) for line in (tmp_path / "rejects.jsonl").open(encoding="utf-8")]
     assert rejects[0]["reason"] == "duplicate" and rejects[0]["source"].endswith("a.json")
