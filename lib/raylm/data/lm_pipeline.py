@@ -119,7 +119,9 @@ QA_SCHEMA = pa.schema(
 )
 
 
-def _qa_reason(row: dict[str, Any], seen: set[tuple[str, str]]) -> str:
+def _qa_reason(row: dict[str, Any], seen: set[tuple[str, str]], ids: set[str]) -> str:
+    """Why a SQuAD row is rejected ("" when kept). A question id already kept is a reject:
+    evaluation scores by id, and a second one would overwrite the first's answers."""
     if not str(row.get("context", "")).strip() or not str(row.get("question", "")).strip():
         return "empty"
     if not [a for a in row.get("answers") or [] if str(a).strip()]:
@@ -127,7 +129,10 @@ def _qa_reason(row: dict[str, Any], seen: set[tuple[str, str]]) -> str:
     key = (steps.normalize_key(row["context"]), steps.normalize_key(row["question"]))
     if key in seen:
         return "duplicate"
+    if row["id"] in ids:
+        return "duplicate_id"
     seen.add(key)
+    ids.add(row["id"])
     return ""
 
 
@@ -137,7 +142,7 @@ def read_qa(cfg: Config, data_dir: Path) -> tuple[list[dict], Counter, int, dict
     from raylm.data.convert import convert_squad
 
     paths, _ = sources.resolve_paths(cfg.data.paths)
-    rows, rejected, seen = [], Counter(), set()
+    rows, rejected, seen, ids = [], Counter(), set(), set()
     conversion: Counter = Counter()
 
     def questions():
@@ -152,7 +157,7 @@ def read_qa(cfg: Config, data_dir: Path) -> tuple[list[dict], Counter, int, dict
         for path, row in questions():
             if cfg.data.limit and len(rows) >= cfg.data.limit:
                 break  # `limit` counts kept questions over all files together
-            reason = _qa_reason(row, seen)
+            reason = _qa_reason(row, seen, ids)
             if reason:
                 rejected[reason] += 1
                 rej.write(
@@ -181,18 +186,16 @@ def write_qa_splits(rows: list[dict], data_dir: Path) -> dict[str, int]:
     return counts
 
 
-def _encode_qa_split(cfg: Config, data_dir: Path, split: str, template: str) -> dict[str, Any]:
-    from raylm.data.qa import QAEncoder
-
+def encode_rows(
+    data_dir: Path, split: str, encoder: type, kwargs: dict[str, Any]
+) -> tuple[ray.data.Dataset, dict[str, int]]:
+    """A split's rows through an encoder actor (one, loading its tokenizer once) that marks each
+    output row's `reject_reason`: the kept rows (the column dropped) and the rejects by reason."""
     ds = (
         ray.data.read_parquet(str(data_dir / split))
         .map_batches(
-            QAEncoder,
-            fn_constructor_kwargs={
-                "tokenizer_dir": str(data_dir / "tokenizer"),
-                "max_length": cfg.data.max_length,
-                "template": template,
-            },
+            encoder,
+            fn_constructor_kwargs=kwargs,
             compute=ray.data.ActorPoolStrategy(size=1),
             batch_format="numpy",
             batch_size=256,
@@ -205,12 +208,24 @@ def _encode_qa_split(cfg: Config, data_dir: Path, split: str, template: str) -> 
         for r in b["reject_reason"].tolist()
         if r
     )
-    kept = ds.filter(lambda r: r["reject_reason"] == "").select_columns(["input_ids", "labels"])
-    kept = kept.map_batches(
+    kept = ds.filter(lambda r: r["reject_reason"] == "").drop_columns(["reject_reason"])
+    return kept, dict(reasons)
+
+
+def _encode_qa_split(cfg: Config, data_dir: Path, split: str, template: str) -> dict[str, Any]:
+    from raylm.data.qa import QAEncoder
+
+    kwargs = {
+        "tokenizer_dir": str(data_dir / "tokenizer"),
+        "max_length": cfg.data.max_length,
+        "template": template,
+    }
+    kept, reasons = encode_rows(data_dir, split, QAEncoder, kwargs)
+    kept = kept.select_columns(["input_ids", "labels"]).map_batches(
         lambda b: _encoded_table(list(b["input_ids"]), list(b["labels"])), batch_format="numpy"
     )
     counts = write_encoded(kept, data_dir / "encoded" / split)
-    return {**counts, "not_encodable": dict(reasons)}
+    return {**counts, "not_encodable": reasons}
 
 
 def preprocess_qa(cfg: Config, data_dir: Path) -> dict[str, Any]:

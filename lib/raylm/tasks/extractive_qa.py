@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -55,43 +54,25 @@ def check_config(cfg: Config) -> list[str]:
 
 
 def _encode(cfg: Config, data_dir: Path, split: str) -> dict[str, Any]:
-    import ray
-
     from raylm.data.extractive_qa import SpanEncoder
-    from raylm.data.lm_pipeline import write_encoded
+    from raylm.data.lm_pipeline import encode_rows, write_encoded
 
-    share = cfg.data.qa.unanswerable_windows
-    ds = (
-        ray.data.read_parquet(str(data_dir / split))
-        .map_batches(
-            SpanEncoder,
-            fn_constructor_kwargs={
-                "tokenizer_dir": str(data_dir / "tokenizer"),
-                "max_length": cfg.data.max_length,
-                "stride": cfg.data.qa.doc_stride,
-                "max_question_tokens": cfg.data.qa.max_question_tokens,
-                # validation keeps every window: its loss is the one a reader meets
-                "unanswerable_windows": share if split == "train" else 1.0,
-            },
-            compute=ray.data.ActorPoolStrategy(size=1),
-            batch_format="numpy",
-            batch_size=256,
-        )
-        .materialize()
-    )
-    reasons = Counter(
-        r
-        for b in ds.select_columns(["reject_reason"]).iter_batches(batch_format="numpy")
-        for r in b["reject_reason"].tolist()
-        if r
-    )
-    kept = ds.filter(lambda r: r["reject_reason"] == "").drop_columns(["reject_reason"])
+    qa = cfg.data.qa
+    kwargs = {
+        "tokenizer_dir": str(data_dir / "tokenizer"),
+        "max_length": cfg.data.max_length,
+        "stride": qa.doc_stride,
+        "max_question_tokens": qa.max_question_tokens,
+        # validation keeps every window: its loss is the one a reader meets
+        "unanswerable_windows": qa.unanswerable_windows if split == "train" else 1.0,
+    }
+    kept, reasons = encode_rows(data_dir, split, SpanEncoder, kwargs)
     counts = write_encoded(kept, data_dir / "encoded" / split)
     with_answer = sum(
         int((b["start_positions"] > 0).sum())
         for b in kept.select_columns(["start_positions"]).iter_batches(batch_format="numpy")
     )
-    return {**counts, "windows_with_answer": with_answer, "not_encodable": dict(reasons)}
+    return {**counts, "windows_with_answer": with_answer, "not_encodable": reasons}
 
 
 def preprocess(cfg: Config, data_dir: Path) -> dict[str, Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from raylm.data.lm_pipeline import encoded_counts, read_qa
 from raylm.recipe import config_from_dict
@@ -68,3 +69,12 @@ def test_encoded_counts_walk_the_lengths_a_fixed_number_of_times():
     assert counts == {"examples": 502, "tokens": 128 * 500 + 107, "short_blocks": 2}
     assert _Once.walks <= 3  # was one walk per block (max() inside the loop)
     assert encoded_counts([]) == {"examples": 0, "tokens": 0, "short_blocks": 0}
+
+
+def test_a_repeated_question_id_is_rejected_not_merged(tmp_path):
+    # Two files numbering their questions alike: scoring by id would mix their answers.
+    paths = [_squad(tmp_path / f"{p}.json", "q", 2) for p in "ab"]
+    text = Path(paths[1]).read_text(encoding="utf-8").replace("上下文", "另一段")
+    Path(paths[1]).write_text(text, encoding="utf-8")  # other passages, the same ids
+    rows, rejected, n_input, _ = read_qa(_cfg(paths), tmp_path)
+    assert [r["id"] for r in rows] == ["q0", "q1"] and rejected == {"duplicate_id": 2}

@@ -2,7 +2,7 @@
 and their span targets, n-best decoding, the overlap baseline, and the split by passage of the
 real QA data the repository ships.
 
-    python -m pytest tests/unit/data/test_extractive_qa.py -q
+    python -m pytest tests/unit/data/test_span_features.py -q
 """
 
 from __future__ import annotations
