@@ -212,8 +212,6 @@ class ExtractorModel:
     ) -> dict[str, Any]:
         """The best span: answer, start, end (context[start:end] == answer), score, windows.
         (A span is always on the page: `constrain` is for generative models.)"""
-        from raylm.serve.schemas import ApiError
-
         for field, text in (("context", context), ("question", question)):
             if not text.strip():
                 raise ApiError(400, f"{field} is empty (whitespace only)", param=field)
