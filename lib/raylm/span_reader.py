@@ -84,7 +84,7 @@ class SpanReader:
     ) -> list[Answer]:
         import torch
 
-        from raylm.data.collate import pad_rows
+        from raylm.data.collate import pad_rows, padded_ids
         from raylm.data.extractive_qa import context_range, windows
 
         for name, texts in (("question", questions), ("context", contexts)):
@@ -99,9 +99,9 @@ class SpanReader:
         best: list[tuple[float, int, int] | None] = [None] * len(questions)
         for lo in range(0, len(owner), batch_size):
             rows = range(lo, min(lo + batch_size, len(owner)))
-            ids = pad_rows([enc["input_ids"][w] for w in rows], self.tokenizer.pad_token_id or 0)
+            pad = self.tokenizer.pad_token_id or 0
+            ids, mask = padded_ids([enc["input_ids"][w] for w in rows], pad)
             types = pad_rows([enc["token_type_ids"][w] for w in rows], 0)
-            mask = pad_rows([[1] * len(enc["input_ids"][w]) for w in rows], 0)
             inputs = {
                 "input_ids": torch.from_numpy(ids).to(self.device),
                 "token_type_ids": torch.from_numpy(types).to(self.device),

@@ -27,11 +27,16 @@ def pad_rows(rows: Any, pad_value: int, dtype=np.int64) -> np.ndarray:
     return out
 
 
+def padded_ids(rows: Any, pad_id: int) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of token ids padded to the longest with pad_id, and their attention mask."""
+    ids = pad_rows(rows, pad_id)
+    lengths = np.fromiter((len(r) for r in rows), dtype=np.int64, count=len(ids))
+    return ids, (np.arange(ids.shape[1])[None, :] < lengths[:, None]).astype(np.int64)
+
+
 def collate_classification(batch: dict[str, Any], pad_id: int) -> dict[str, torch.Tensor]:
     """Pad variable-length `input_ids` to the batch's longest row (not to max_length)."""
-    ids = pad_rows(batch["input_ids"], pad_id)
-    lengths = np.fromiter((len(r) for r in batch["input_ids"]), dtype=np.int64, count=len(ids))
-    mask = (np.arange(ids.shape[1])[None, :] < lengths[:, None]).astype(np.int64)
+    ids, mask = padded_ids(batch["input_ids"], pad_id)
     return {
         "input_ids": torch.from_numpy(ids),
         "attention_mask": torch.from_numpy(mask),
@@ -41,10 +46,8 @@ def collate_classification(batch: dict[str, Any], pad_id: int) -> dict[str, torc
 
 def collate_lm(batch: dict[str, Any], pad_id: int) -> dict[str, torch.Tensor]:
     """Causal LM / QA: pad ids with pad_id and labels with -100 (padding never scores)."""
-    ids = pad_rows(batch["input_ids"], pad_id)
+    ids, mask = padded_ids(batch["input_ids"], pad_id)
     labels = pad_rows(batch["labels"], IGNORE_INDEX)
-    lengths = np.fromiter((len(r) for r in batch["input_ids"]), dtype=np.int64, count=len(ids))
-    mask = (np.arange(ids.shape[1])[None, :] < lengths[:, None]).astype(np.int64)
     out = {
         "input_ids": torch.from_numpy(ids),
         "attention_mask": torch.from_numpy(mask),
@@ -57,9 +60,7 @@ def collate_lm(batch: dict[str, Any], pad_id: int) -> dict[str, torch.Tensor]:
 
 def collate_spans(batch: dict[str, Any], pad_id: int) -> dict[str, torch.Tensor]:
     """Extractive QA windows: ids, segment ids, mask, and the answer's start/end token."""
-    ids = pad_rows(batch["input_ids"], pad_id)
-    lengths = np.fromiter((len(r) for r in batch["input_ids"]), dtype=np.int64, count=len(ids))
-    mask = (np.arange(ids.shape[1])[None, :] < lengths[:, None]).astype(np.int64)
+    ids, mask = padded_ids(batch["input_ids"], pad_id)
     return {
         "input_ids": torch.from_numpy(ids),
         "token_type_ids": torch.from_numpy(pad_rows(batch["token_type_ids"], 0)),

@@ -212,6 +212,25 @@ def encode_rows(
     return kept, dict(reasons)
 
 
+def read_and_split_qa(cfg: Config, data_dir: Path) -> tuple[list[dict], dict[str, Any]]:
+    """`read_qa` + `write_qa_splits`, printed: the rows and the stats.json fields they give
+    (records in and out, rejects, splits, conversion counts)."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    rows, rejected, n_input, conversion = read_qa(cfg, data_dir)
+    split_counts = write_qa_splits(rows, data_dir)
+    print(f"[preprocess] qa         {split_counts}, rejected={dict(rejected)}", flush=True)
+    if conversion:
+        print(f"[preprocess] convert    {conversion}", flush=True)
+    return rows, {
+        "input_records": n_input,
+        "output_records": len(rows),
+        "duplicates": rejected.get("duplicate", 0),
+        "rejected": dict(rejected),
+        "splits": split_counts,
+        **({"conversion": conversion} if conversion else {}),
+    }
+
+
 def _encode_qa_split(cfg: Config, data_dir: Path, split: str, template: str) -> dict[str, Any]:
     from raylm.data.qa import QAEncoder
 
@@ -233,10 +252,7 @@ def preprocess_qa(cfg: Config, data_dir: Path) -> dict[str, Any]:
     from raylm.data.qa import DEFAULT_TEMPLATE
 
     t0 = time.perf_counter()
-    data_dir.mkdir(parents=True, exist_ok=True)
-    rows, rejected, n_input, conversion = read_qa(cfg, data_dir)
-    split_counts = write_qa_splits(rows, data_dir)
-    print(f"[preprocess] qa         {split_counts}, rejected={dict(rejected)}", flush=True)
+    rows, read = read_and_split_qa(cfg, data_dir)
     train = [r for r in rows if r["split"] == "train"]
     texts = [t for r in train for t in (r["context"], r["question"], *r["answers"])]
     if cfg.data.tokenizer.path:
@@ -256,16 +272,11 @@ def preprocess_qa(cfg: Config, data_dir: Path) -> dict[str, Any]:
         flush=True,
     )
     stats = {
-        "input_records": n_input,
-        "output_records": len(rows),
-        "duplicates": rejected.get("duplicate", 0),
-        "rejected": dict(rejected),
-        "splits": split_counts,
+        **read,
         "labels": [],
         "source": cfg.data.source,
         "encoded": encoded,
         "prompt_template": DEFAULT_TEMPLATE,
-        **({"conversion": conversion} if conversion else {}),
         "paths": [str(p) for p in cfg.data.paths],
         "elapsed_s": round(time.perf_counter() - t0, 2),
     }

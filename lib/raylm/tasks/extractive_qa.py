@@ -76,16 +76,11 @@ def _encode(cfg: Config, data_dir: Path, split: str) -> dict[str, Any]:
 
 
 def preprocess(cfg: Config, data_dir: Path) -> dict[str, Any]:
-    from raylm.data.lm_pipeline import read_qa, write_qa_splits
+    from raylm.data.lm_pipeline import read_and_split_qa
     from raylm.data.tokenizer import load_tokenizer, train_tokenizer
 
     t0 = time.perf_counter()
-    data_dir.mkdir(parents=True, exist_ok=True)
-    rows, rejected, n_input, conversion = read_qa(cfg, data_dir)
-    split_counts = write_qa_splits(rows, data_dir)
-    print(f"[preprocess] qa         {split_counts}, rejected={dict(rejected)}", flush=True)
-    if conversion:
-        print(f"[preprocess] convert    {conversion}", flush=True)
+    rows, read = read_and_split_qa(cfg, data_dir)
     if cfg.data.tokenizer.path:
         load_tokenizer(cfg.data.tokenizer.path).save_pretrained(str(data_dir / "tokenizer"))
     else:
@@ -101,18 +96,13 @@ def preprocess(cfg: Config, data_dir: Path) -> dict[str, Any]:
             flush=True,
         )
     stats = {
-        "input_records": n_input,
-        "output_records": len(rows),
-        "duplicates": rejected.get("duplicate", 0),
-        "rejected": dict(rejected),
-        "splits": split_counts,
+        **read,
         "contexts": {
             s: len({r["context"] for r in rows if r["split"] == s})
             for s in ("train", "validation", "test")
         },
         "labels": [],
         "source": cfg.data.source,
-        **({"conversion": conversion} if conversion else {}),
         "encoded": encoded,
         "qa": cfg.data.qa.model_dump(),
         "paths": [str(p) for p in cfg.data.paths],
