@@ -433,12 +433,6 @@ def test_any_request_body_validates_within_bounds_or_is_a_validation_error(model
             assert len(stops) <= 4 and all(stop and stop.encode("utf-8") for stop in stops)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="serve.schemas: `model` is a plain str, so a lone surrogate passes, and the 404 that "
-    "names it cannot be encoded (starlette's JSONResponse: UnicodeEncodeError, a 500); "
-    "the fix is Text-like validation of `model` in serve/schemas.py",
-)
 @pytest.mark.parametrize("model", REQUESTS, ids=lambda m: m.__name__)
 def test_a_model_name_that_is_not_unicode_is_refused(model):
     body = {"model": "\ud800", "prompt": "x", "texts": ["x"], "context": "c", "question": "q"}

@@ -180,7 +180,7 @@ def encode_span_batch(
 
 
 class SpanEncoder:
-    """`map_batches` callable: loads the tokenizer once per actor, then `encode_span_batch`."""
+    """`map_batches` callable: loads the tokenizer once per process, then `encode_span_batch`."""
 
     def __init__(
         self,

@@ -25,6 +25,7 @@ import ray
 from raylm.data import sources, steps
 from raylm.data.pipeline import SPLITS, read_split
 from raylm.data.tokenizer import load_tokenizer, train_tokenizer
+from raylm.data.workers import per_process
 
 if TYPE_CHECKING:
     from raylm.config import Config
@@ -44,7 +45,7 @@ def _encoded_table(input_ids: list, labels: list) -> pa.Table:
 
 
 class _TokenizeAndPack:
-    """Tokenize a batch of documents and pack them into fixed blocks (one tokenizer per actor)."""
+    """Tokenize a batch of documents and pack them into fixed blocks (one tokenizer per process)."""
 
     def __init__(self, tokenizer_dir: str, block_size: int) -> None:
         from raylm.data.packing import BlockPacker
@@ -65,10 +66,15 @@ def write_encoded(ds: ray.data.Dataset, folder: Path) -> dict[str, int]:
     """Write encoded rows; return example and token counts (read back from the written files)."""
     import shutil
 
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
     shutil.rmtree(folder, ignore_errors=True)
     ds.write_parquet(str(folder))
-    table = ray.data.read_parquet(str(folder)).select_columns(["input_ids"])
-    lengths = [len(x) for b in table.iter_batches(batch_format="numpy") for x in b["input_ids"]]
+    lengths: list[int] = []  # read here, file by file: a second Ray Data job costs seconds
+    for path in sorted(folder.glob("*.parquet")):
+        for batch in pq.ParquetFile(path).iter_batches(columns=["input_ids"]):
+            lengths += pc.list_value_length(batch.column(0)).to_pylist()
     return encoded_counts(lengths)
 
 
@@ -88,12 +94,11 @@ def pack_causal_lm(cfg: Config, data_dir: Path) -> dict[str, Any]:
     for split in SPLITS:
         ds = read_split(data_dir, split).select_columns(["text"])
         packed = ds.map_batches(
-            _TokenizeAndPack,
-            fn_constructor_kwargs={
-                "tokenizer_dir": str(data_dir / "tokenizer"),
-                "block_size": cfg.data.max_length,
-            },
-            compute=ray.data.ActorPoolStrategy(size=1),
+            **per_process(
+                _TokenizeAndPack,
+                tokenizer_dir=str(data_dir / "tokenizer"),
+                block_size=cfg.data.max_length,
+            ),
             batch_size=PACK_BATCH_DOCS,
             batch_format="numpy",
         )
@@ -189,14 +194,13 @@ def write_qa_splits(rows: list[dict], data_dir: Path) -> dict[str, int]:
 def encode_rows(
     data_dir: Path, split: str, encoder: type, kwargs: dict[str, Any]
 ) -> tuple[ray.data.Dataset, dict[str, int]]:
-    """A split's rows through an encoder actor (one, loading its tokenizer once) that marks each
-    output row's `reject_reason`: the kept rows (the column dropped) and the rejects by reason."""
+    """A split's rows through an encoder (one per worker process, loading its tokenizer once)
+    that marks each output row's `reject_reason`: the kept rows (the column dropped) and the
+    rejects by reason."""
     ds = (
         ray.data.read_parquet(str(data_dir / split))
         .map_batches(
-            encoder,
-            fn_constructor_kwargs=kwargs,
-            compute=ray.data.ActorPoolStrategy(size=1),
+            **per_process(encoder, **kwargs),
             batch_format="numpy",
             batch_size=256,
         )

@@ -103,7 +103,7 @@ def _renumber(words: list[int]) -> list[int]:
 
 
 class TokenizeSegmentPack:
-    """`map_batches` callable (one tokenizer and segmenter per actor): text -> MLM blocks."""
+    """`map_batches` callable (one tokenizer and segmenter per process): text -> MLM blocks."""
 
     def __init__(self, tokenizer_dir: str, block_size: int, whole_word: bool) -> None:
         from raylm.data.tokenizer import load_tokenizer
@@ -138,10 +138,9 @@ class TokenizeSegmentPack:
 
 def pack_mlm(cfg: Config, data_dir: Path) -> dict[str, Any]:
     """Tokenize, segment and pack the train/validation/test splits of `pipeline.preprocess`."""
-    import ray
-
     from raylm.data.lm_pipeline import PACK_BATCH_DOCS, write_encoded
     from raylm.data.pipeline import SPLITS, read_split
+    from raylm.data.workers import per_process
 
     out = {}
     for split in SPLITS:
@@ -149,13 +148,12 @@ def pack_mlm(cfg: Config, data_dir: Path) -> dict[str, Any]:
             read_split(data_dir, split)
             .select_columns(["text"])
             .map_batches(
-                TokenizeSegmentPack,
-                fn_constructor_kwargs={
-                    "tokenizer_dir": str(data_dir / "tokenizer"),
-                    "block_size": cfg.data.max_length,
-                    "whole_word": cfg.data.mlm.whole_word,
-                },
-                compute=ray.data.ActorPoolStrategy(size=1),
+                **per_process(
+                    TokenizeSegmentPack,
+                    tokenizer_dir=str(data_dir / "tokenizer"),
+                    block_size=cfg.data.max_length,
+                    whole_word=cfg.data.mlm.whole_word,
+                ),
                 batch_size=PACK_BATCH_DOCS,
                 batch_format="numpy",
             )

@@ -269,7 +269,7 @@ def prompt_batch(
 
 
 class QAEncoder:
-    """`map_batches` callable: loads the tokenizer once per actor, then `encode_qa_batch`."""
+    """`map_batches` callable: loads the tokenizer once per process, then `encode_qa_batch`."""
 
     def __init__(self, tokenizer_dir: str, max_length: int, template: str = DEFAULT_TEMPLATE):
         from raylm.data.tokenizer import load_tokenizer

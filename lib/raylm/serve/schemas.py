@@ -213,7 +213,7 @@ class _OpenAIRequest(BaseModel):
     # OpenAI clients send fields we do not use (user, logprobs, penalties...): ignore them.
     model_config = ConfigDict(extra="ignore")
 
-    model: str | None = Field(None, description="Model name (default: the first fitting one).")
+    model: AnyText | None = Field(None, description="Model name (default: the first fitting one).")
     max_tokens: int | None = Field(
         None,
         ge=1,
@@ -264,12 +264,12 @@ class ChatCompletionRequest(_OpenAIRequest):
 
 
 class ClassifyRequest(StrictModel):
-    model: str | None = Field(None, description="Model name (default: the first classifier).")
+    model: AnyText | None = Field(None, description="Model name (default: the first classifier).")
     texts: list[Text] = Field(..., min_length=1, description="Texts to classify.")
 
 
 class QARequest(StrictModel):
-    model: str | None = Field(
+    model: AnyText | None = Field(
         None,
         description="Model name (default: the first model answering /v1/qa: causal_lm, qa "
         "or extractive_qa).",
