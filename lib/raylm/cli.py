@@ -2,6 +2,7 @@
 
     raylm run examples/sentiment_zh.yaml [--output DIR] [--set train.lr=3e-4 ...]
     raylm preprocess|train|export|evaluate CONFIG [--output DIR] [--set k=v ...]
+    raylm plan CONFIG --gpus 8 --gpu-memory 80     # which parallel layout fits
 
 Each command loads and validates the config first (a bad field fails before any work starts),
 then calls one library function.
@@ -163,6 +164,67 @@ def checkpoints(
             r["checkpoint"], str(r["step"]), f"[{colour}]{r['state']}", shown, r["detail"]
         )
     Console().print(table)
+
+
+@app.command()
+def plan(
+    config: ConfigArg,
+    gpus: Annotated[int, typer.Option("--gpus", min=1, help="Devices in all.")] = 1,
+    gpu_memory: Annotated[
+        float, typer.Option("--gpu-memory", min=0.1, help="Memory per device, GB (GiB).")
+    ] = 80.0,
+    nodes: Annotated[int, typer.Option("--nodes", min=1, help="Nodes the devices are on.")] = 1,
+    set: SetOpt = None,
+):
+    """Per-device memory of every data x pipeline x tensor-parallel x ZeRO layout on N devices,
+    ranked, marking those that do not fit; prints the --set line of the best one."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from raylm.plan import GiB
+    from raylm.plan import plan as make_plan
+
+    cfg = _load(config, None, None, set)
+    if gpus % nodes:
+        typer.secho(f"error: --gpus {gpus} is not a multiple of --nodes {nodes}", err=True)
+        raise typer.Exit(2)
+    shape, rows = make_plan(cfg, gpus, gpu_memory, nodes)
+    per_node = gpus // nodes
+    console = Console()
+    console.print(
+        f"{cfg.model.task}: {shape.model_type}, {shape.layers} layers, hidden {shape.hidden}, "
+        f"{shape.heads} heads, vocabulary {shape.vocab}; "
+        f"{(shape.layers * shape.layer_params + shape.other_params) / 1e6:,.1f}M parameters; "
+        f"micro-batch {cfg.train.batch_size} x {cfg.data.max_length} tokens, "
+        f"{cfg.train.precision}; {gpus} device(s) of {gpu_memory:g} GiB on {nodes} node(s)"
+    )
+    table = Table("layout", "params/dev", "states", "activ.", "logits", "total GiB", "fits",
+                  "note")  # fmt: skip
+    table.columns[0].no_wrap = True
+    for est, fits in rows:
+        lay = est.layout
+        notes = ["TP crosses nodes"] * (lay.tensor > per_node) + ["not trained yet"] * (
+            not lay.trainable
+        )
+        note = "; ".join(notes)
+        table.add_row(
+            lay.name, f"{est.params / 1e6:,.1f}M", f"{est.states / GiB:.2f}",
+            f"{est.activations / GiB:.2f}", f"{est.logits / GiB:.2f}",
+            f"{est.total / GiB:.2f}", "[green]yes" if fits else "[red]no", note,
+        )  # fmt: skip
+    console.print(table)
+    best = next((est.layout for est, fits in rows if fits and est.layout.trainable), None)
+    if best is None:
+        console.print(
+            "[red]no layout raylm trains fits: lower train.batch_size or data.max_length, "
+            "or add devices"
+        )
+        raise typer.Exit(1)
+    console.print(
+        f"best: {best.name}: --set train.num_workers={gpus} --set train.zero_stage={best.zero} "
+        f"--set train.parallel.pipeline_stages={best.pipeline} "
+        f"--set train.parallel.tensor_parallel={best.tensor}"
+    )
 
 
 @app.command()

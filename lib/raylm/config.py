@@ -18,6 +18,7 @@ from pydantic import AfterValidator, Field, ValidationInfo, field_validator, mod
 
 from raylm.configkit import ConfigError, StrictModel, validate
 from raylm.serve.schemas import ServeConfig
+from raylm.train.settings import ParallelConfig, layout_problems
 from raylm.tune.settings import TuneSettings
 
 __all__ = ["Config", "ConfigError", "dump_config", "parse_config"]
@@ -370,6 +371,10 @@ class TrainConfig(StrictModel):
     peak_flops: float | None = Field(
         None, gt=0, description="Device peak FLOP/s for MFU (default: table or measured)."
     )
+    parallel: ParallelConfig = Field(
+        default_factory=ParallelConfig,
+        description="Pipeline and tensor parallelism (default: data parallel only).",
+    )
 
     @model_validator(mode="after")
     def _checks(self) -> TrainConfig:
@@ -384,11 +389,19 @@ class TrainConfig(StrictModel):
                 )
         if self.precision == "fp16" and not self.use_gpu:
             raise ValueError("fp16 needs use_gpu: true (use bf16 or fp32 on CPU)")
+        problems = layout_problems(self.parallel, self.num_workers, self.zero_stage)
+        if problems:
+            raise ValueError("; ".join(problems))
         return self
 
     @property
+    def data_parallel(self) -> int:
+        """Model replicas: the workers over pipeline stages x tensor-parallel ranks."""
+        return self.num_workers // self.parallel.model_parallel
+
+    @property
     def global_batch_size(self) -> int:
-        return self.batch_size * self.grad_accum * self.num_workers
+        return self.batch_size * self.grad_accum * self.data_parallel
 
 
 # ---------------------------------------------------------------------------------------- run

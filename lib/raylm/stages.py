@@ -20,6 +20,7 @@ from typing import Any
 
 from raylm.config import Config
 from raylm.fsutil import replace_folder
+from raylm.plan import check_layout
 from raylm.preflight import check_run
 from raylm.runfolder import record_config
 from raylm.tasks import get_task
@@ -44,6 +45,7 @@ def preprocess(cfg: Config) -> dict[str, Any]:
     # A missing path or an unreadable file fails here, before the run folder records a config
     # naming it (the corrected relaunch would be "another config") and before Ray starts.
     check_run(cfg)
+    check_layout(cfg)
     check_inputs(cfg.data)
     run_dir, data_dir = run_dir_of(cfg), data_dir_of(cfg)
     record_config(cfg, run_dir)
@@ -110,6 +112,7 @@ def train(cfg: Config) -> dict[str, Any]:
     from raylm.train.driver import fit
 
     check_run(cfg)
+    check_layout(cfg)
     run_dir = run_dir_of(cfg)
     record_config(cfg, run_dir)
     t0 = time.perf_counter()

@@ -37,6 +37,7 @@ OPTIONS = {
     "tune": {"--resume", "--output", "-o", "--set", "-s"},
     "validate": {"--set", "-s"},
     "checkpoints": {"--json"},
+    "plan": {"--gpus", "--gpu-memory", "--nodes", "--set", "-s"},
     "submit": {"--address", "-a", "--set", "-s", "--num-cpus", "--num-gpus", "--follow", "-f"},
     "status": {"--address", "-a"},
     "logs": {"--address", "-a", "--follow", "-f"},

@@ -19,7 +19,8 @@ LIB = Path(__file__).resolve().parents[2] / "lib"
 # Lowest first. docs/architecture.md draws the same table.
 LAYERS: list[list[str]] = [
     ["raylm.configkit", "raylm.fsutil", "raylm.reaper"],
-    ["raylm.serve.schemas", "raylm.tune.settings"],  # typed sections of the recipe schema
+    # typed sections of the recipe schema
+    ["raylm.serve.schemas", "raylm.tune.settings", "raylm.train.settings"],
     ["raylm.config"],
     ["raylm.runtime"],
     ["raylm.generate", "raylm.constrain", "raylm.data"],
@@ -27,6 +28,7 @@ LAYERS: list[list[str]] = [
     ["raylm.preflight"],
     ["raylm.eval", "raylm.span_reader"],
     ["raylm.tasks"],
+    ["raylm.plan"],
     ["raylm.recipe"],
     ["raylm.runfolder"],
     ["raylm.train.flops", "raylm.train.deepspeed", "raylm.train.manifest"],

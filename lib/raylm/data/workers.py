@@ -25,7 +25,12 @@ from typing import Any
 
 def per_process(cls: type, **kwargs: Any) -> dict[str, Any]:
     """`map_batches` arguments that call `cls(**kwargs)(batch)`, one instance per process."""
-    return {"fn": _call, "fn_kwargs": {"cls": cls, "kwargs": kwargs}}
+
+    def fn(batch: Any) -> Any:
+        return _call(batch, cls, kwargs)
+
+    fn.__name__ = fn.__qualname__ = cls.__name__  # Ray Data's progress names the step by it
+    return {"fn": fn}
 
 
 def _call(batch: Any, cls: type, kwargs: dict[str, Any]) -> Any:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from raylm.config import Config, TrainConfig
+from raylm.configkit import ConfigError
 from raylm.runtime import (
     RunFailedError,
     ensure_ray,
@@ -250,6 +251,13 @@ def run_trainer(cfg: Config, callbacks: list | None = None) -> Any:
     """Build the run's TorchTrainer from its preprocessed data and fit it (on the connected Ray,
     else a new embedded one); returns Ray Train's Result. `callbacks` join the RunConfig (Tune
     passes its TuneReportCallback)."""
+    parallel = cfg.train.parallel
+    if parallel.model_parallel > 1:  # the rules and `raylm plan` exist; the engines do not yet
+        raise ConfigError(
+            f"train.parallel: pipeline_stages {parallel.pipeline_stages} x tensor_parallel "
+            f"{parallel.tensor_parallel}: raylm does not train pipeline or tensor-parallel "
+            "layouts yet (`raylm plan` estimates them); set both to 1"
+        )
     data_dir = cfg.run.data_path.resolve()
     spec = build_spec(cfg, data_dir, read_stats(data_dir))  # fails fast, before Ray starts
     ensure_ray(cfg.run)

@@ -1,0 +1,72 @@
+"""`train.parallel`: how a run's workers share the model and the data, and the rules a layout
+must meet that need nothing but the recipe. Pure pydantic, no torch.
+
+    train: {num_workers: 4, zero_stage: 1, parallel: {pipeline_stages: 2}}
+    # 2 pipeline stages x 1 tensor-parallel rank = 2 workers per model replica; 4 / 2 = 2 replicas
+
+The workers form `data_parallel = num_workers / (pipeline_stages * tensor_parallel)` replicas
+of the model. In a replica, pipeline parallelism gives each stage a contiguous run of layers
+(DeepSpeed's PipelineModule; activations pass between stages, `grad_accum` micro-batches keep
+every stage busy), and tensor parallelism splits every layer's matrices across ranks (DeepSpeed
+AutoTP). Rules that need the model (stages against its layers, ranks against its heads) are
+checked with the model's config before any worker starts (`raylm.preflight.check_layout`).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from raylm.configkit import StrictModel
+
+
+class ParallelConfig(StrictModel):
+    pipeline_stages: int = Field(
+        1, ge=1, description="Pipeline stages per model replica (contiguous runs of layers)."
+    )
+    tensor_parallel: int = Field(
+        1, ge=1, description="Ranks that split each layer's matrices (DeepSpeed AutoTP)."
+    )
+    partition: Literal["parameters", "uniform"] = Field(
+        "parameters",
+        description="How layers are cut into pipeline stages: balanced by parameter count, or "
+        "the same number of layers per stage.",
+    )
+    activation_checkpointing: bool = Field(
+        False, description="Recompute each pipeline stage's activations in the backward pass."
+    )
+
+    @property
+    def model_parallel(self) -> int:
+        """Workers that hold one replica of the model between them."""
+        return self.pipeline_stages * self.tensor_parallel
+
+
+def layout_problems(parallel: ParallelConfig, num_workers: int, zero_stage: int) -> list[str]:
+    """Every rule of the layout that the recipe alone can break, each naming its fields."""
+    p, t = parallel.pipeline_stages, parallel.tensor_parallel
+    problems = []
+    if num_workers % (p * t):
+        problems.append(
+            f"train.num_workers {num_workers} is not a multiple of pipeline_stages x "
+            f"tensor_parallel = {p} x {t} = {p * t} (the data-parallel degree is "
+            f"num_workers / (pipeline_stages x tensor_parallel))"
+        )
+    if p > 1 and t > 1:
+        problems.append(
+            "train.parallel: pipeline_stages and tensor_parallel above 1 together are not "
+            "supported; choose one of them"
+        )
+    if p > 1 and zero_stage > 1:
+        problems.append(
+            f"train.parallel.pipeline_stages {p} needs train.zero_stage 0 or 1: DeepSpeed's "
+            f"pipeline engine does not combine with ZeRO-{zero_stage} (it partitions gradients "
+            "or parameters that the stages' micro-batches accumulate)"
+        )
+    if t > 1 and zero_stage > 2:
+        problems.append(
+            f"train.parallel.tensor_parallel {t} needs train.zero_stage 0, 1 or 2: DeepSpeed's "
+            "AutoTP training does not combine with ZeRO-3"
+        )
+    return problems
