@@ -153,6 +153,18 @@ class QAConfig(StrictModel):
         "at [CLS]: 'not in this window'); the rest are dropped, so they do not swamp the ones "
         "that hold it.",
     )
+    mark_question_words: bool = Field(
+        True,
+        description="Give context tokens that repeat two consecutive question tokens token type "
+        "2 (DrQA's exact-match feature; the model gets a third token type).",
+    )
+    cloze_questions: int = Field(
+        0,
+        ge=0,
+        description="Cloze questions made from each training passage and trained on beside the "
+        "real ones (raylm.data.cloze: a word of a sentence replaced by the question word it "
+        "answers); 0: none. Validation and test passages never get any.",
+    )
 
 
 DataSource = Literal[

@@ -67,6 +67,7 @@ class SpanReader:
         from transformers import AutoTokenizer
 
         from raylm.config import QAConfig
+        from raylm.data.extractive_qa import QUESTION_WORD_TYPE
         from raylm.models.export import load_model, read_model_meta
 
         meta = read_model_meta(model_dir)
@@ -78,6 +79,10 @@ class SpanReader:
         self.model.to(self.device)
         self.max_length = int(qa.pop("max_length", None) or meta.get("max_length") or 384)
         self.qa = QAConfig(**{**(meta.get("qa") or {}), **qa})
+        # Marks need the third token type; a folder trained without it has two (any plain
+        # ...ForQuestionAnswering folder, or an export from before marks existed).
+        token_types = getattr(self.model.config, "type_vocab_size", 2)
+        self.mark = self.qa.mark_question_words and token_types > QUESTION_WORD_TYPE
 
     def answer(
         self, questions: list[str], contexts: list[str], batch_size: int = 32
@@ -93,7 +98,7 @@ class SpanReader:
         qa = self.qa
         enc = windows(
             self.tokenizer, questions, contexts, self.max_length, qa.doc_stride,
-            qa.max_question_tokens,
+            qa.max_question_tokens, self.mark,
         )  # fmt: skip
         owner = enc["overflow_to_sample_mapping"]
         best: list[tuple[float, int, int] | None] = [None] * len(questions)

@@ -2,7 +2,8 @@
 repository ships (DRCD converted by OpenCC, CMRC 2018): a bert-base-chinese-layout checkpoint
 gets fresh span heads, trains a few steps, exports, and answers the test split through n-best
 decoding over windows; every answer is a substring of its context at the offsets it reports, and
-the overlap baseline is scored beside it on the same questions. Serve's /v1/qa answers from the
+the overlap baseline is scored beside it on the same questions. Cloze questions are made on the
+training passages only. Serve's /v1/qa answers from the
 export with a span of a context longer than the model's window, and refuses empty fields.
 
     python -m pytest tests/integration/test_extractive_qa.py -q      # about a minute on 2 cores
@@ -40,7 +41,8 @@ def test_extractive_qa_fine_tunes_a_bert_layout_folder_and_answers_from_the_cont
         "data": {
             "source": "squad", "paths": [str(f) for f in FILES], "convert": "t2s",
             "label_column": None, "limit": 400, "max_length": 96,
-            "qa": {"doc_stride": 24, "max_question_tokens": 24, "max_answer_chars": 30},
+            "qa": {"doc_stride": 24, "max_question_tokens": 24, "max_answer_chars": 30,
+                   "cloze_questions": 2},
             "tokenizer": {"path": str(base)},
         },
         "model": {"task": "extractive_qa", "path": str(base)},
@@ -56,6 +58,17 @@ def test_extractive_qa_fine_tunes_a_bert_layout_folder_and_answers_from_the_cont
     # which hold the answer.
     assert enc["examples"] > 2 * stats["splits"]["train"] > 0
     assert 0 < enc["windows_with_answer"] < enc["examples"]
+    # Cloze questions on the training passages only, beside the real ones.
+    cloze = stats["cloze"]
+    assert cloze["passages"] == stats["contexts"]["train"] and cloze["questions"] > 0
+    assert sum(cloze["by_question_word"].values()) == cloze["questions"]
+    splits = {s: pq.read_table(cfg.run.data_path / s).to_pylist() for s in ("train", "test")}
+    made = [r for r in splits["train"] if r["id"].startswith("cloze-")]
+    assert len(made) == cloze["questions"]
+    assert {r["context"] for r in made} <= {
+        r["context"] for r in splits["train"] if not r["id"].startswith("cloze-")
+    }
+    assert not any(r["id"].startswith("cloze-") for r in splits["test"])
 
     stages.train(cfg)
     stages.export(cfg)

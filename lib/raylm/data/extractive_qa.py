@@ -16,6 +16,14 @@ all of them learns to always say [CLS]: only `data.qa.unanswerable_windows` of t
 drawn by a hash of the window, so the same ones every run) are kept. Questions longer than
 `max_question_tokens` are cut.
 
+Context tokens the question also has get token type 2 (`data.qa.mark_question_words`): a token
+that, with its neighbour, repeats two consecutive tokens of the question (pairs, not single
+characters, so 的 and 是 mark nothing). This is the exact-match feature of DrQA (Chen et al.,
+2017, "Reading Wikipedia to Answer Open-Domain Questions"); a small reader trained from
+nothing cannot learn to line a question up with the passage from a few thousand questions, and
+with it the answer is the stretch next to the marked words. The model's token-type table gets
+the third row (`raylm.models.build.question_answering`).
+
 `encode_span_batch` does this over a Ray Data batch of SQuAD rows (first answer trains); rows
 whose answer is nowhere in their context are rejected (`answer_not_in_context`), counted like
 every other reject.
@@ -40,8 +48,13 @@ SPAN_SCHEMA = pa.schema(
     ]
 )
 
+QUESTION_WORD_TYPE = 2  # token type of a context token the question also has
+TOKEN_TYPES = 3  # question, context, context the question also has
+
 __all__ = [
+    "QUESTION_WORD_TYPE",
     "SPAN_SCHEMA",
+    "TOKEN_TYPES",
     "SpanEncoder",
     "context_range",
     "cut_question",
@@ -65,10 +78,11 @@ def windows(
     max_length: int,
     stride: int,
     max_question_tokens: int,
+    mark: bool = True,
 ) -> Any:
     """Tokenized windows of every (question, context) pair; `overflow_to_sample_mapping` names
     each window's pair, `offset_mapping` its tokens' character spans, `sequence_ids(i)` which
-    tokens are context (1)."""
+    tokens are context (1); with `mark`, context tokens the question also has are type 2."""
     cut = [cut_question(tokenizer, q, max_question_tokens) for q in questions]
     room = max_length - max_question_tokens - 3  # [CLS] q [SEP] c [SEP]
     if room <= stride:
@@ -77,7 +91,7 @@ def windows(
             f"data.qa.max_question_tokens {max_question_tokens}: need more than "
             f"data.qa.doc_stride {stride}"
         )
-    return tokenizer(
+    enc = tokenizer(
         cut,
         contexts,
         truncation="only_second",
@@ -88,6 +102,28 @@ def windows(
         return_token_type_ids=True,
         padding=False,
     )
+    if mark:
+        for w, ids in enumerate(enc["input_ids"]):
+            mark_question_words(ids, enc.sequence_ids(w), enc["token_type_ids"][w])
+    return enc
+
+
+def mark_question_words(
+    ids: list[int], sequence_ids: list[int | None], types: list[int]
+) -> list[int]:
+    """Set `types` (in place) to QUESTION_WORD_TYPE at every context token that, with the
+    context token before or after it, repeats two consecutive tokens of the question."""
+    question = [t for t, s in zip(ids, sequence_ids, strict=True) if s == 0]
+    pairs = set(zip(question[:-1], question[1:], strict=True))
+    n = len(ids)
+    for j in range(n):
+        if sequence_ids[j] != 1:
+            continue
+        after = j + 1 < n and sequence_ids[j + 1] == 1 and (ids[j], ids[j + 1]) in pairs
+        before = j > 0 and sequence_ids[j - 1] == 1 and (ids[j - 1], ids[j]) in pairs
+        if after or before:
+            types[j] = QUESTION_WORD_TYPE
+    return types
 
 
 def context_range(sequence_ids: list[int | None]) -> tuple[int, int]:
@@ -129,6 +165,7 @@ def encode_span_batch(
     stride: int,
     max_question_tokens: int,
     unanswerable_windows: float = 1.0,
+    mark: bool = True,
 ) -> pa.Table:
     """A SQuAD batch -> feature windows (SPAN_SCHEMA + `reject_reason` ""), then one row per
     rejected question (its reason, no ids), so one pass yields both. Of the windows without the
@@ -155,6 +192,7 @@ def encode_span_batch(
             max_length,
             stride,
             max_question_tokens,
+            mark,
         )
         first: dict[int, int] = {}  # each question's first window
         for w, row in enumerate(enc["overflow_to_sample_mapping"]):
@@ -189,13 +227,14 @@ class SpanEncoder:
         stride: int,
         max_question_tokens: int,
         unanswerable_windows: float = 1.0,
+        mark: bool = True,
     ):
         from raylm.data.tokenizer import load_tokenizer
 
         self.tokenizer = load_tokenizer(tokenizer_dir)
         if not self.tokenizer.is_fast:
             raise ValueError(f"{tokenizer_dir}: extractive QA needs a fast tokenizer (offsets)")
-        self.args = (max_length, stride, max_question_tokens, unanswerable_windows)
+        self.args = (max_length, stride, max_question_tokens, unanswerable_windows, mark)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> pa.Table:
         return encode_span_batch(batch, self.tokenizer, *self.args)

@@ -191,6 +191,16 @@ def write_qa_splits(rows: list[dict], data_dir: Path) -> dict[str, int]:
     return counts
 
 
+def add_qa_rows(rows: list[dict], data_dir: Path, split: str, name: str) -> int:
+    """Write more rows of the QA schema into a split written by `write_qa_splits`, as their
+    own file `<name>.parquet` beside its part-0.parquet."""
+    import pyarrow.parquet as pq
+
+    table = pa.Table.from_pylist([{k: r[k] for k in QA_SCHEMA.names} for r in rows], QA_SCHEMA)
+    pq.write_table(table, data_dir / split / f"{name}.parquet")
+    return len(rows)
+
+
 def encode_rows(
     data_dir: Path, split: str, encoder: type, kwargs: dict[str, Any]
 ) -> tuple[ray.data.Dataset, dict[str, int]]:

@@ -176,12 +176,36 @@ def question_answering(cfg: ModelConfig, vocab_size: int, pad_token_id: int = 0)
     """A BERT-style encoder with start/end span heads (pretrained `path`: new heads on it)."""
     from transformers import AutoModelForQuestionAnswering
 
+    from raylm.data.extractive_qa import TOKEN_TYPES  # question, context, marked context
+
     if cfg.path:
         _needs(cfg.path, "AutoModelForQuestionAnswering", EXTRACTIVE)
         model, fresh = _pretrained(AutoModelForQuestionAnswering, cfg.path)
+        grown = _grow_token_types(model, TOKEN_TYPES)
+        if grown:  # a LoRA run trains the new rows too
+            fresh.append(grown)
         return _finish(model, cfg, "QUESTION_ANS", fresh)
     config = _encoder_config(cfg, vocab_size, 2, pad_token_id)
+    config.type_vocab_size = TOKEN_TYPES
     return _finish(AutoModelForQuestionAnswering.from_config(config), cfg)
+
+
+def _grow_token_types(model: Any, n: int) -> str | None:
+    """Give a BERT-style model `n` token types (new rows copy the last one, so an unmarked
+    context reads as before); the grown table's module name, or None when it had them already
+    or has no token-type table."""
+    import torch
+
+    table = getattr(getattr(model.base_model, "embeddings", None), "token_type_embeddings", None)
+    if table is None or table.num_embeddings >= n:
+        return None
+    grown = torch.nn.Embedding(n, table.embedding_dim, dtype=table.weight.dtype)
+    with torch.no_grad():
+        grown.weight[: table.num_embeddings] = table.weight
+        grown.weight[table.num_embeddings :] = table.weight[-1]
+    model.base_model.embeddings.token_type_embeddings = grown
+    model.config.type_vocab_size = n
+    return next(name for name, module in model.named_modules() if module is grown)
 
 
 def _needs(path: str, auto_class: str, what: str) -> Any:
@@ -246,7 +270,11 @@ def question_answering_skeleton(cfg: ModelConfig, vocab_size: int, pad_token_id:
         return question_answering(cfg, vocab_size, pad_token_id)
     from transformers import AutoModelForQuestionAnswering
 
+    from raylm.data.extractive_qa import TOKEN_TYPES
+
     config = _needs(cfg.path, "AutoModelForQuestionAnswering", EXTRACTIVE)
+    if hasattr(config, "type_vocab_size"):
+        config.type_vocab_size = max(config.type_vocab_size, TOKEN_TYPES)
     return AutoModelForQuestionAnswering.from_config(config)
 
 

@@ -1,8 +1,9 @@
 """Extractive question answering with a BERT-style encoder (examples/qa_extractive_zh.yaml).
 
 preprocess: SQuAD-format files (OpenCC-converted with `data.convert`) -> split by passage (a
-            context never crosses splits) -> tokenizer -> windows over each context with the
-            answer's start/end token as targets (raylm.data.extractive_qa)
+            context never crosses splits) -> cloze questions on the training passages
+            (`data.qa.cloze_questions`, raylm.data.cloze) -> tokenizer -> windows over each
+            context with the answer's start/end token as targets (raylm.data.extractive_qa)
 train:      start/end cross-entropy (`...ForQuestionAnswering` heads); validation loss and the
             share of answer-holding windows whose start and end are both exactly right
 evaluate:   every test question answered by the exported model (windows, n-best decoding:
@@ -65,6 +66,7 @@ def _encode(cfg: Config, data_dir: Path, split: str) -> dict[str, Any]:
         "max_question_tokens": qa.max_question_tokens,
         # validation keeps every window: its loss is the one a reader meets
         "unanswerable_windows": qa.unanswerable_windows if split == "train" else 1.0,
+        "mark": qa.mark_question_words,
     }
     kept, reasons = encode_rows(data_dir, split, SpanEncoder, kwargs)
     counts = write_encoded(kept, data_dir / "encoded" / split)
@@ -75,12 +77,34 @@ def _encode(cfg: Config, data_dir: Path, split: str) -> dict[str, Any]:
     return {**counts, "windows_with_answer": with_answer, "not_encodable": reasons}
 
 
+def _add_cloze(cfg: Config, data_dir: Path, rows: list[dict]) -> dict[str, Any]:
+    """Cloze questions on the training passages (never another split's), written beside the
+    train split's real questions; their counts by question word."""
+    from collections import Counter
+
+    from raylm.data.cloze import cloze_rows, question_kind
+    from raylm.data.lm_pipeline import add_qa_rows
+
+    passages = [r["context"] for r in rows if r["split"] == "train"]
+    extra = cloze_rows(passages, cfg.data.qa.cloze_questions)
+    add_qa_rows(extra, data_dir, "train", "cloze")
+    kinds = Counter(question_kind(r["question"]) for r in extra)
+    out = {
+        "passages": len(set(passages)),
+        "questions": len(extra),
+        "by_question_word": dict(kinds.most_common()),
+    }
+    print(f"[preprocess] cloze      {out}", flush=True)
+    return out
+
+
 def preprocess(cfg: Config, data_dir: Path) -> dict[str, Any]:
     from raylm.data.lm_pipeline import read_and_split_qa
     from raylm.data.tokenizer import load_tokenizer, train_tokenizer
 
     t0 = time.perf_counter()
     rows, read = read_and_split_qa(cfg, data_dir)
+    cloze = _add_cloze(cfg, data_dir, rows) if cfg.data.qa.cloze_questions else None
     if cfg.data.tokenizer.path:
         load_tokenizer(cfg.data.tokenizer.path).save_pretrained(str(data_dir / "tokenizer"))
     else:
@@ -104,6 +128,7 @@ def preprocess(cfg: Config, data_dir: Path) -> dict[str, Any]:
         "labels": [],
         "source": cfg.data.source,
         "encoded": encoded,
+        **({"cloze": cloze} if cloze else {}),
         "qa": cfg.data.qa.model_dump(),
         "paths": [str(p) for p in cfg.data.paths],
         "elapsed_s": round(time.perf_counter() - t0, 2),

@@ -16,9 +16,11 @@ import pytest
 from raylm.config import TokenizerConfig
 from raylm.data.convert import convert_squad, converter
 from raylm.data.extractive_qa import (
+    QUESTION_WORD_TYPE,
     context_range,
     cut_question,
     encode_span_batch,
+    mark_question_words,
     span_targets,
     windows,
 )
@@ -147,6 +149,28 @@ def test_long_questions_are_cut_and_batches_count_unanswerable_rows(tok):
     assert len(kept) == 1 and (kept[0]["start_positions"], kept[0]["end_positions"]) != (0, 0)
     # token_type_ids: 0 over [CLS] question [SEP], 1 over the context and its [SEP]
     assert kept[0]["token_type_ids"][0] == 0 and kept[0]["token_type_ids"][-1] == 1
+
+
+def test_context_tokens_repeating_two_question_tokens_are_marked():
+    # [CLS] 1 2 3 [SEP] | context: 9 1 2 8 2 3 1 [SEP]   (pairs of the question: 12, 23)
+    ids = [0, 1, 2, 3, 0, 9, 1, 2, 8, 2, 3, 1, 0]
+    seq = [None, 0, 0, 0, None, 1, 1, 1, 1, 1, 1, 1, None]
+    types = [0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1]
+    marked = mark_question_words(ids, seq, list(types))
+    assert [i for i, t in enumerate(marked) if t == QUESTION_WORD_TYPE] == [6, 7, 9, 10]
+    assert marked[11] == 1  # a lone 1: a single shared token is not a match
+    assert marked[:5] == types[:5]  # the question keeps its type
+
+
+def test_windows_mark_the_passage_where_it_repeats_the_question(tok):
+    question, context = "谁改进了造纸术？", "蔡伦改进了造纸术，他是东汉人。"
+    marked = windows(tok, [question], [context], 64, 8, 16)
+    plain = windows(tok, [question], [context], 64, 8, 16, mark=False)
+    assert plain["token_type_ids"][0].count(QUESTION_WORD_TYPE) == 0
+    offsets, types = marked["offset_mapping"][0], marked["token_type_ids"][0]
+    spans = [offsets[i] for i, t in enumerate(types) if t == QUESTION_WORD_TYPE]
+    assert spans and context[spans[0][0] : spans[-1][1]] == "改进了造纸术"
+    assert "蔡伦" not in "".join(context[a:b] for a, b in spans)  # the answer stays unmarked
 
 
 def test_a_window_too_small_for_its_stride_is_a_clear_error(tok):

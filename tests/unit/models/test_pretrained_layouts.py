@@ -75,3 +75,23 @@ def test_masked_lm_on_a_decoder_only_checkpoint_fails_naming_both(gpt2_dir):
         build_model(ModelConfig(task="mlm", path=str(gpt2_dir)), 100)
     msg = str(err.value)
     assert "\n" not in msg and "GPT2LMHeadModel" in msg and "masked-LM pretraining" in msg
+
+
+def test_extractive_qa_grows_a_third_token_type_copying_the_context_row(bert_dir):
+    from transformers import AutoModelForMaskedLM
+
+    from raylm.tasks import get_task
+
+    base = AutoModelForMaskedLM.from_pretrained(str(bert_dir))
+    before = base.bert.embeddings.token_type_embeddings.weight.detach().clone()
+    assert before.shape[0] == 2
+    cfg = ModelConfig(task="extractive_qa", path=str(bert_dir))
+    model = build_model(cfg, base.config.vocab_size, 2, 0)
+    table = model.base_model.embeddings.token_type_embeddings.weight
+    assert table.shape[0] == model.config.type_vocab_size == 3
+    assert torch.equal(table[:2], before) and torch.equal(table[2], before[1])
+    with torch.device("meta"):
+        skeleton = get_task("extractive_qa").skeleton(cfg, base.config.vocab_size)
+    assert skeleton.config.type_vocab_size == 3
+    scratch = build_model(ModelConfig(task="extractive_qa", preset="tiny"), 100, 2, 0)
+    assert scratch.config.type_vocab_size == 3
