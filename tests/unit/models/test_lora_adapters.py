@@ -98,3 +98,15 @@ def test_lora_needs_a_pretrained_model(tmp_path):
         config_from_dict(raw)
     with pytest.raises(ConfigError, match="model.lora.r"):
         config_from_dict({**raw, "model": {"task": "classification", "lora": {"r": 0}}})
+
+
+def test_lora_extractive_qa_trains_the_grown_token_type_table_and_the_span_head(bert_dir):
+    from raylm.data.tokenizer import load_tokenizer
+
+    tok = load_tokenizer(bert_dir)
+    cfg = ModelConfig(task="extractive_qa", path=str(bert_dir), lora={"r": 4})
+    model = build_model(cfg, len(tok), 2, tok.pad_token_id)
+    trained = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert any("token_type_embeddings" in n and "modules_to_save" in n for n in trained), trained
+    assert any("qa_outputs" in n for n in trained)
+    assert not any("word_embeddings" in n for n in trained)
