@@ -30,6 +30,7 @@ TARGETS = {
     "serve_direct_batching": "batched / unbatched req/s >= 2",
     "tune_overhead": "sweep wall per round / one trial <= 1.2",
     "tune_asha": "ASHA trial-epochs <= 1/2 of no stopping, best metric within 1 point",
+    "plan_memory": "measured / raylm plan's estimate: reported, not a target (CPU RSS)",
 }
 
 

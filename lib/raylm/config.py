@@ -18,6 +18,7 @@ from pydantic import AfterValidator, Field, ValidationInfo, field_validator, mod
 
 from raylm.configkit import ConfigError, StrictModel, validate
 from raylm.serve.schemas import ServeConfig
+from raylm.task_settings import MLMConfig, QAConfig, RunQAConfig
 from raylm.train.settings import ParallelConfig, layout_problems
 from raylm.tune.settings import TuneSettings
 
@@ -103,17 +104,6 @@ class TokenizerConfig(StrictModel):
     min_frequency: int = Field(2, ge=1, description="Minimum token frequency when training one.")
 
 
-class MLMConfig(StrictModel):
-    """Masking for `model.task: mlm` (raylm.data.mlm)."""
-
-    whole_word: bool = Field(
-        False, description="Mask whole words (jieba's segmentation), as Chinese BERT-wwm does."
-    )
-    mask_prob: float = Field(0.15, gt=0, lt=1, description="Share of tokens predicted per block.")
-
-
-# OpenCC conversions (opencc's own configuration names): t2s = Traditional -> Simplified, s2t back,
-# tw/hk = Taiwan / Hong Kong standards, the `p` ones with phrases (e.g. tw2sp: 軟體 -> 软件).
 Conversion = Literal[
     "t2s",
     "s2t",
@@ -128,43 +118,6 @@ Conversion = Literal[
     "t2hk",
     "hk2t",
 ]
-
-
-class QAConfig(StrictModel):
-    """Extractive QA features (`model.task: extractive_qa`, raylm.data.extractive_qa)."""
-
-    doc_stride: int = Field(
-        64, ge=0, description="Tokens shared by two neighbouring windows of a long context."
-    )
-    max_question_tokens: int = Field(
-        48, ge=4, description="A longer question is cut to this many tokens."
-    )
-    max_answer_chars: int = Field(
-        40, ge=1, description="Longest answer (in characters) decoding may pick."
-    )
-    n_best: int = Field(
-        20, ge=1, description="Start and end candidates per window tried when decoding."
-    )
-    unanswerable_windows: float = Field(
-        0.3,
-        ge=0,
-        le=1,
-        description="Share of the training windows without the answer that are kept (they point "
-        "at [CLS]: 'not in this window'); the rest are dropped, so they do not swamp the ones "
-        "that hold it.",
-    )
-    mark_question_words: bool = Field(
-        True,
-        description="Give context tokens that repeat two consecutive question tokens token type "
-        "2 (DrQA's exact-match feature; the model gets a third token type).",
-    )
-    cloze_questions: int = Field(
-        0,
-        ge=0,
-        description="Cloze questions made from each training passage and trained on beside the "
-        "real ones (raylm.data.cloze: a word of a sentence replaced by the question word it "
-        "answers); 0: none. Validation and test passages never get any.",
-    )
 
 
 DataSource = Literal[
@@ -401,7 +354,9 @@ class TrainConfig(StrictModel):
                 )
         if self.precision == "fp16" and not self.use_gpu:
             raise ValueError("fp16 needs use_gpu: true (use bf16 or fp32 on CPU)")
-        problems = layout_problems(self.parallel, self.num_workers, self.zero_stage)
+        problems = layout_problems(
+            self.parallel, self.num_workers, self.zero_stage, self.cache_data
+        )
         if problems:
             raise ValueError("; ".join(problems))
         return self
@@ -417,16 +372,6 @@ class TrainConfig(StrictModel):
 
 
 # ---------------------------------------------------------------------------------------- run
-class RunQAConfig(StrictModel):
-    """How generative QA answers when evaluated (`model.task: qa`)."""
-
-    constrain_to_context: bool = Field(
-        False,
-        description="Only let the answer be a span of the context (raylm.constrain); both modes "
-        "are scored, this one is `test`, the other is reported beside it.",
-    )
-
-
 class RunConfig(StrictModel):
     name: str = Field("run", pattern=r"^[A-Za-z0-9_.-]+$", description="Run name; reuse resumes.")
     output_dir: str = Field("outputs", description="Folder (or URI) that holds all runs.")

@@ -71,8 +71,8 @@ class Layout:
 
     @property
     def trainable(self) -> bool:
-        """Whether raylm trains this layout today (pipeline and tensor parallel: not yet)."""
-        return self.pipeline == self.tensor == 1
+        """Whether raylm trains this layout today (pipeline stages: not yet)."""
+        return self.pipeline == 1
 
 
 @dataclass(frozen=True)
@@ -159,6 +159,8 @@ def check_layout(cfg: Config, vocab_size: int | None = None) -> None:
     parallel = cfg.train.parallel
     if parallel.model_parallel == 1:
         return
+    if cfg.model.lora is not None:
+        raise ConfigError("model.lora: adapters are not trained in pipeline or tensor layouts")
     problems = model_problems(parallel, model_shape(cfg, vocab_size))
     if problems:
         raise ConfigError("; ".join(problems))

@@ -20,7 +20,7 @@ LIB = Path(__file__).resolve().parents[2] / "lib"
 LAYERS: list[list[str]] = [
     ["raylm.configkit", "raylm.fsutil", "raylm.reaper"],
     # typed sections of the recipe schema
-    ["raylm.serve.schemas", "raylm.tune.settings", "raylm.train.settings"],
+    ["raylm.serve.schemas", "raylm.tune.settings", "raylm.train.settings", "raylm.task_settings"],
     ["raylm.config"],
     ["raylm.runtime"],
     ["raylm.generate", "raylm.constrain", "raylm.data"],
@@ -31,6 +31,7 @@ LAYERS: list[list[str]] = [
     ["raylm.plan"],
     ["raylm.recipe"],
     ["raylm.runfolder"],
+    ["raylm.train.tensor_parallel"],
     ["raylm.train.flops", "raylm.train.deepspeed", "raylm.train.manifest"],
     ["raylm.train.checkpoint"],
     ["raylm.train.loop"],

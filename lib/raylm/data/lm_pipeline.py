@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pyarrow as pa
 import ray
+from ray.data.expressions import col
 
 from raylm.data import sources, steps
 from raylm.data.pipeline import SPLITS, read_split
@@ -222,7 +223,7 @@ def encode_rows(
         for r in b["reject_reason"].tolist()
         if r
     )
-    kept = ds.filter(lambda r: r["reject_reason"] == "").drop_columns(["reject_reason"])
+    kept = ds.filter(expr=col("reject_reason") == "").drop_columns(["reject_reason"])
     return kept, dict(reasons)
 
 

@@ -1,5 +1,6 @@
-"""The one module that imports DeepSpeed: config, engine, step, checkpoint save/load, and the
-full state dict (gathered under ZeRO-3) that export writes (`raylm.models.export`).
+"""The DeepSpeed engine: config, engine, step, checkpoint save/load, and the full state dict
+(gathered under ZeRO-3 or tensor parallelism) that export writes (`raylm.models.export`). With
+`train/tensor_parallel.py` (AutoTP's preparation), the only modules that import DeepSpeed.
 
 Used from inside a Ray Train worker (torch.distributed is already initialised by TorchTrainer;
 DeepSpeed picks its CPU accelerator and gloo on CPU machines, NCCL on GPUs):
@@ -129,13 +130,23 @@ class Engine:
         import deepspeed
         from torch.optim.lr_scheduler import LambdaLR
 
+        config, extra = ds_config(train), {}
+        tp = train.parallel.tensor_parallel
+        if tp > 1:
+            from raylm.train import tensor_parallel
+
+            settings, extra["mpu"] = tensor_parallel.prepare(model, tp)
+            config.update(settings)
         engine, _, _, _ = deepspeed.initialize(
             model=model,
             model_parameters=param_groups(model, train.weight_decay, train.head_lr),
             lr_scheduler=lambda opt: LambdaLR(opt, lr_lambda(train, total_steps)),
-            config=ds_config(train),
+            config=config,
             dist_init_required=False,
+            **extra,
         )
+        if tp > 1:
+            tensor_parallel.finish(engine.module)
         frozen = any(not p.requires_grad for p in model.parameters())
         return cls(engine=engine, train=train, frozen=frozen)
 
@@ -198,6 +209,10 @@ class Engine:
         import torch.distributed as dist
 
         rank = dist.get_rank() if dist.is_initialized() else 0
+        if self.train.parallel.tensor_parallel > 1:
+            from raylm.train.tensor_parallel import hf_state_dict
+
+            return hf_state_dict(self.engine)
         if self.train.zero_stage == 3:
             # Despite the name, the weights keep the engine's dtype (fp32 when training fp32).
             return self.engine._zero3_consolidated_16bit_state_dict()

@@ -68,12 +68,13 @@ def build_spec(cfg: Config, data_dir: Path, stats: dict[str, Any]) -> RunSpec:
     tok = load_tokenizer(str(data_dir / "tokenizer"))
     labels = stats.get("labels") or []
     world, examples = cfg.train.num_workers, train_examples(stats)
-    if examples < world:  # a worker with no batch would wait on the others' collectives
+    replicas = cfg.train.data_parallel  # the workers of one model replica read the same rows
+    if examples < replicas:  # a worker with no batch would wait on the others' collectives
         raise ValueError(
-            f"{data_dir}: {examples} training example(s) for {world} worker(s); "
-            "preprocess more data (see stats.json and rejects.jsonl)"
+            f"{data_dir}: {examples} training example(s) for {replicas} data-parallel "
+            "worker(s); preprocess more data (see stats.json and rejects.jsonl)"
         )
-    micro = max(1, math.ceil((examples // world) / cfg.train.batch_size))
+    micro = max(1, math.ceil((examples // replicas) / cfg.train.batch_size))
     vocab, pad_id, num_labels = len(tok), tok.pad_token_id or 0, max(len(labels), 2)
     return RunSpec(
         task=cfg.model.task,
@@ -125,18 +126,24 @@ def _datasets(cfg: Config, data_dir: Path) -> dict[str, Any]:
     for s in out:
         cache = cfg.train.cache_data
         if cache is None:
-            cache = _split_bytes(data_dir, s) < CACHE_MAX_BYTES
+            # model parallel: the workers of a replica read the same rows, which only a cached
+            # split's in-order cut gives (`_ordered_splits`)
+            cache = cfg.train.parallel.model_parallel > 1 or (
+                _split_bytes(data_dir, s) < CACHE_MAX_BYTES
+            )
         if cache:
             out[s] = _cached(out[s])
     return out
 
 
-def _ordered_splits() -> type:
+def _ordered_splits(replica_size: int = 1) -> type:
     """Ray Train's DataConfig, but a split cached in the object store is cut in order
     (`split(n, equal=True)`): rank r gets the same rows at every launch. Ray's default,
     `streaming_split`, hands blocks to whichever rank asks first: with more than one block, a
     restarted or relaunched run may give a rank other rows than before from the step it resumed
-    at. Splits streamed from files (too large to cache) keep streaming_split."""
+    at. Splits streamed from files (too large to cache) keep streaming_split. With tensor
+    parallelism the split is cut into one part per replica, and the `replica_size` consecutive
+    ranks of a replica (DeepSpeed's (dp, tp) mesh) all read its part."""
     import ray.train
     from ray.data.dataset import MaterializedDataset
 
@@ -147,8 +154,9 @@ def _ordered_splits() -> type:
             out = super().configure(streamed, world_size, worker_handles, worker_node_ids, **kwargs)
             for name, ds in cached.items():
                 ds.set_name(ds.name or name)
-                for rank, part in enumerate(ds.split(world_size, equal=True)):
-                    out[rank][name] = part.iterator()
+                parts = ds.split(world_size // replica_size, equal=True)
+                for rank in range(world_size):
+                    out[rank][name] = parts[rank // replica_size].iterator()
             return out
 
     return OrderedSplits
@@ -215,7 +223,7 @@ def make_trainer(cfg: Config, data_dir: Path, spec: RunSpec, callbacks: list | N
     from raylm.train.loop import train_loop_per_worker
 
     # Ordered, seeded input so a resumed run sees the same batches as an uninterrupted one.
-    data_config = _ordered_splits()(
+    data_config = _ordered_splits(cfg.train.parallel.model_parallel)(
         execution_options=ExecutionOptions(preserve_order=True), enable_shard_locality=False
     )
     return TorchTrainer(
@@ -251,12 +259,11 @@ def run_trainer(cfg: Config, callbacks: list | None = None) -> Any:
     """Build the run's TorchTrainer from its preprocessed data and fit it (on the connected Ray,
     else a new embedded one); returns Ray Train's Result. `callbacks` join the RunConfig (Tune
     passes its TuneReportCallback)."""
-    parallel = cfg.train.parallel
-    if parallel.model_parallel > 1:  # the rules and `raylm plan` exist; the engines do not yet
+    stages = cfg.train.parallel.pipeline_stages
+    if stages > 1:  # the rules and `raylm plan` exist; the pipeline engine does not yet
         raise ConfigError(
-            f"train.parallel: pipeline_stages {parallel.pipeline_stages} x tensor_parallel "
-            f"{parallel.tensor_parallel}: raylm does not train pipeline or tensor-parallel "
-            "layouts yet (`raylm plan` estimates them); set both to 1"
+            f"train.parallel.pipeline_stages {stages}: raylm does not train pipeline layouts "
+            "yet (`raylm plan` estimates them); set it to 1"
         )
     data_dir = cfg.run.data_path.resolve()
     spec = build_spec(cfg, data_dir, read_stats(data_dir))  # fails fast, before Ray starts

@@ -72,8 +72,9 @@ class Meter:
     log interval); `exclude` takes validation/checkpoint time out of the interval, so the first
     interval after a validation reports training throughput, not the pause."""
 
-    def __init__(self, flops_token: float, peak_total: float):
+    def __init__(self, flops_token: float, peak_total: float, copies: int = 1):
         self.flops_token, self.peak_total = flops_token, peak_total
+        self.copies = copies  # ranks that see the same micro-batch (tensor parallel: T)
         self.reset()
         self.gauges = _gauges() if _rank() == 0 else None
 
@@ -101,6 +102,7 @@ class Meter:
         _all_reduce([sums])
         dt = max(time.perf_counter() - self.t0, 1e-9)
         loss_sum, n, samples, tokens = sums.tolist()
+        samples, tokens = samples / self.copies, tokens / self.copies
         tps = tokens / dt
         row = {
             "train_loss": loss_sum / max(n, 1),
@@ -344,7 +346,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     # dropout until its first validation, and a resume (eval mode again) drew other losses.
     engine.train_mode(True)
     peak = device_peak_flops(cfg.train.use_gpu, cfg.train.peak_flops)  # one worker's device
-    meter = Meter(spec.flops_per_token, peak * spec.num_workers)
+    meter = Meter(spec.flops_per_token, peak * spec.num_workers, cfg.train.parallel.tensor_parallel)
     train_shard = ray.train.get_dataset_shard("train")
     val_shard = ray.train.get_dataset_shard("validation")
 

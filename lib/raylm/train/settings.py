@@ -43,10 +43,17 @@ class ParallelConfig(StrictModel):
         return self.pipeline_stages * self.tensor_parallel
 
 
-def layout_problems(parallel: ParallelConfig, num_workers: int, zero_stage: int) -> list[str]:
+def layout_problems(
+    parallel: ParallelConfig, num_workers: int, zero_stage: int, cache_data: bool | None = None
+) -> list[str]:
     """Every rule of the layout that the recipe alone can break, each naming its fields."""
     p, t = parallel.pipeline_stages, parallel.tensor_parallel
     problems = []
+    if p * t > 1 and cache_data is False:
+        problems.append(
+            "train.cache_data false: pipeline and tensor-parallel layouts read cached splits "
+            "(the workers of one replica must read the same rows in the same order)"
+        )
     if num_workers % (p * t):
         problems.append(
             f"train.num_workers {num_workers} is not a multiple of pipeline_stages x "

@@ -41,6 +41,8 @@ def _recipe(task: str = "causal_lm", **train) -> dict:
          "train.parallel.pipeline_stages 2 needs train.zero_stage 0 or 1"),
         ({"zero_stage": 3, "parallel": {"tensor_parallel": 2}},
          "train.parallel.tensor_parallel 2 needs train.zero_stage 0, 1 or 2"),
+        ({"cache_data": False, "parallel": {"tensor_parallel": 2}},
+         "train.cache_data false: pipeline and tensor-parallel layouts read cached splits"),
     ],
 )  # fmt: skip
 def test_a_layout_the_recipe_breaks_fails_at_load_naming_the_rule(train, message):
@@ -67,6 +69,15 @@ def test_a_layout_the_model_cannot_take_fails_before_any_worker(task, train, mes
     assert message in str(err.value)
 
 
+def test_lora_in_a_model_parallel_layout_is_refused():
+    raw = _recipe(parallel={"tensor_parallel": 2})
+    raw["model"] = {"task": "causal_lm", "path": "gpt2", "lora": {"r": 4}}
+    raw["data"]["tokenizer"] = {"path": "gpt2"}
+    cfg = config_from_dict(raw)
+    with pytest.raises(ConfigError, match="model.lora: adapters are not trained"):
+        check_layout(cfg)
+
+
 def test_a_valid_layout_passes_and_sets_the_data_parallel_degree():
     cfg = config_from_dict(
         _recipe(num_workers=4, grad_accum=2, batch_size=3, parallel={"tensor_parallel": 2})
@@ -76,11 +87,11 @@ def test_a_valid_layout_passes_and_sets_the_data_parallel_degree():
     assert not layout_problems(ParallelConfig(), 3, 3)  # plain data parallel: anything goes
 
 
-def test_training_a_layout_raylm_does_not_build_yet_is_refused_in_one_line():
+def test_training_pipeline_stages_is_refused_in_one_line_until_the_engine_lands():
     from raylm.train.driver import run_trainer
 
     cfg = config_from_dict(_recipe(parallel={"pipeline_stages": 2}))
-    with pytest.raises(ConfigError, match="does not train pipeline or tensor-parallel"):
+    with pytest.raises(ConfigError, match="does not train pipeline layouts yet"):
         run_trainer(cfg)
 
 
