@@ -85,6 +85,24 @@ def steady(times: list[float], skip: int) -> dict[str, float]:
     }
 
 
+def single_process_group() -> None:
+    """A gloo process group of one (as Ray Train makes for a CPU worker group), on a free port;
+    one thread, so timings and memory are one worker's."""
+    import socket
+
+    import torch
+    import torch.distributed as dist
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK="0", WORLD_SIZE="1", LOCAL_RANK="0"
+    )
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo")
+
+
 def start_ray(num_cpus: int = 4) -> None:
     import ray
 

@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
-import socket
 import subprocess
 import sys
 from statistics import median
@@ -38,22 +36,15 @@ def _rss_bytes() -> int:
 
 def _case(layers: int, hidden: int, zero: int) -> dict[str, float]:
     """Runs in its own process: measured bytes and the planner's estimate."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    os.environ.update(
-        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK="0", WORLD_SIZE="1", LOCAL_RANK="0"
-    )
     import torch
-    import torch.distributed as dist
 
+    from benchmarks.common import single_process_group
     from raylm.config import ModelConfig, TrainConfig
     from raylm.models.build import causal_lm
     from raylm.plan import Layout, Shape, _blocks, estimate
     from raylm.train.deepspeed import Engine
 
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo")
+    single_process_group()
     heads = hidden // 64
     train = TrainConfig(num_workers=1, zero_stage=zero, batch_size=BATCH, lr=1e-4)
     before = _rss_bytes()

@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import argparse
 import cProfile
-import os
 import pstats
-import socket
 import time
 
 from benchmarks import common
@@ -28,20 +26,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--warmup", type=int, default=10)
     p.add_argument("--top", type=int, default=15)
     args = p.parse_args(argv)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    os.environ.update(
-        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK="0", WORLD_SIZE="1", LOCAL_RANK="0"
-    )
-    import torch
-    import torch.distributed as dist
-
     from raylm.train.deepspeed import Engine
     from raylm.train.loop import Meter, train_step
 
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo")  # as Ray Train does for a CPU worker group (here of one)
+    common.single_process_group()  # as Ray Train does for a CPU worker group (here of one)
     cfg = common.train_config(1, args.zero, args.steps + args.warmup)
     engine = Engine.create(common.make_model(), cfg, args.steps + args.warmup)
     meter = Meter(1.0, 1e11)
