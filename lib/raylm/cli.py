@@ -203,21 +203,17 @@ def plan(
     table.columns[0].no_wrap = True
     for est, fits in rows:
         lay = est.layout
-        notes = ["TP crosses nodes"] * (lay.tensor > per_node) + ["not trained yet"] * (
-            not lay.trainable
-        )
-        note = "; ".join(notes)
+        note = "TP crosses nodes" if lay.tensor > per_node else ""
         table.add_row(
             lay.name, f"{est.params / 1e6:,.1f}M", f"{est.states / GiB:.2f}",
             f"{est.activations / GiB:.2f}", f"{est.logits / GiB:.2f}",
             f"{est.total / GiB:.2f}", "[green]yes" if fits else "[red]no", note,
         )  # fmt: skip
     console.print(table)
-    best = next((est.layout for est, fits in rows if fits and est.layout.trainable), None)
+    best = next((est.layout for est, fits in rows if fits), None)
     if best is None:
         console.print(
-            "[red]no layout raylm trains fits: lower train.batch_size or data.max_length, "
-            "or add devices"
+            "[red]no layout fits: lower train.batch_size or data.max_length, or add devices"
         )
         raise typer.Exit(1)
     console.print(

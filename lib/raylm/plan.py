@@ -69,11 +69,6 @@ class Layout:
     def name(self) -> str:
         return f"DP{self.data}-PP{self.pipeline}-TP{self.tensor} ZeRO-{self.zero}"
 
-    @property
-    def trainable(self) -> bool:
-        """Whether raylm trains this layout today (pipeline stages: not yet)."""
-        return self.pipeline == 1
-
 
 @dataclass(frozen=True)
 class Estimate:
@@ -130,6 +125,7 @@ def model_shape(cfg: Config, vocab_size: int | None = None) -> Shape:
 
 # ----------------------------------------------------------------------------------- rules
 PIPELINE_MODELS = ("gpt2",)
+PIPELINE_TASKS = ("causal_lm", "qa")  # the next-token loss is the pipeline's last stage
 
 
 def model_problems(parallel: ParallelConfig, shape: Shape) -> list[str]:
@@ -162,6 +158,11 @@ def check_layout(cfg: Config, vocab_size: int | None = None) -> None:
     if cfg.model.lora is not None:
         raise ConfigError("model.lora: adapters are not trained in pipeline or tensor layouts")
     problems = model_problems(parallel, model_shape(cfg, vocab_size))
+    if parallel.pipeline_stages > 1 and cfg.model.task not in PIPELINE_TASKS:
+        problems.append(
+            f"train.parallel.pipeline_stages {parallel.pipeline_stages}: pipeline stages train "
+            f"language-model tasks ({', '.join(PIPELINE_TASKS)}); model.task is {cfg.model.task}"
+        )
     if problems:
         raise ConfigError("; ".join(problems))
 
@@ -218,7 +219,7 @@ def plan(
     cfg: Config, devices: int, memory_gb: float, nodes: int = 1, vocab_size: int | None = None
 ) -> tuple[Shape, list[tuple[Estimate, bool]]]:
     """Every layout with its estimate and whether it fits. Ranked: fitting layouts first, the
-    simplest that fits first (one raylm trains today; data parallel before model parallel;
+    simplest that fits first (data parallel before model parallel;
     ZeRO-3, which gathers every layer's parameters each step, after ZeRO-0-2; tensor parallel
     inside a node before across nodes), then by memory."""
     shape = model_shape(cfg, vocab_size)
@@ -238,7 +239,7 @@ def plan(
 
     def rank(row: tuple[Estimate, bool]) -> tuple:
         lay = row[0].layout
-        simple = (not lay.trainable, lay.pipeline * lay.tensor > 1, lay.zero == 3)
+        simple = (lay.pipeline * lay.tensor > 1, lay.zero == 3)
         return (not row[1], *simple, lay.tensor > per_node, row[0].total)
 
     rows.sort(key=rank)

@@ -33,6 +33,7 @@ LAYERS: list[list[str]] = [
     ["raylm.runfolder"],
     ["raylm.train.tensor_parallel"],
     ["raylm.train.flops", "raylm.train.deepspeed", "raylm.train.manifest"],
+    ["raylm.train.pipeline"],
     ["raylm.train.checkpoint"],
     ["raylm.train.loop"],
     ["raylm.train.driver"],

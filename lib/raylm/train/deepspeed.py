@@ -172,6 +172,10 @@ class Engine:
         self.engine.backward(out.loss)
         return out.loss.detach()
 
+    def forward(self, batch: dict[str, torch.Tensor]) -> Any:
+        """The model's output on one batch (validation)."""
+        return self.engine(**batch)
+
     def step(self) -> bool:
         """Optimizer/scheduler step at the accumulation boundary; True when a step was taken."""
         boundary = self.engine.is_gradient_accumulation_boundary()

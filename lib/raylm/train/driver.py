@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from raylm.config import Config, TrainConfig
-from raylm.configkit import ConfigError
 from raylm.runtime import (
     RunFailedError,
     ensure_ray,
@@ -27,6 +26,7 @@ from raylm.runtime import (
 )
 from raylm.tasks import RunSpec, get_task
 from raylm.tasks.base import train_examples
+from raylm.train.settings import ParallelConfig
 
 
 @dataclass
@@ -136,16 +136,18 @@ def _datasets(cfg: Config, data_dir: Path) -> dict[str, Any]:
     return out
 
 
-def _ordered_splits(replica_size: int = 1) -> type:
+def _ordered_splits(parallel: ParallelConfig | None = None) -> type:
     """Ray Train's DataConfig, but a split cached in the object store is cut in order
     (`split(n, equal=True)`): rank r gets the same rows at every launch. Ray's default,
     `streaming_split`, hands blocks to whichever rank asks first: with more than one block, a
     restarted or relaunched run may give a rank other rows than before from the step it resumed
-    at. Splits streamed from files (too large to cache) keep streaming_split. With tensor
-    parallelism the split is cut into one part per replica, and the `replica_size` consecutive
-    ranks of a replica (DeepSpeed's (dp, tp) mesh) all read its part."""
+    at. Splits streamed from files (too large to cache) keep streaming_split. In a pipeline or
+    tensor-parallel layout the split is cut into one part per model replica, and every rank of
+    a replica reads its part (`ParallelConfig.data_rank`: DeepSpeed's rank layout)."""
     import ray.train
     from ray.data.dataset import MaterializedDataset
+
+    layout = parallel or ParallelConfig()
 
     class OrderedSplits(ray.train.DataConfig):
         def configure(self, datasets, world_size, worker_handles, worker_node_ids, **kwargs):
@@ -154,9 +156,9 @@ def _ordered_splits(replica_size: int = 1) -> type:
             out = super().configure(streamed, world_size, worker_handles, worker_node_ids, **kwargs)
             for name, ds in cached.items():
                 ds.set_name(ds.name or name)
-                parts = ds.split(world_size // replica_size, equal=True)
+                parts = ds.split(world_size // layout.model_parallel, equal=True)
                 for rank in range(world_size):
-                    out[rank][name] = parts[rank // replica_size].iterator()
+                    out[rank][name] = parts[layout.data_rank(rank, world_size)].iterator()
             return out
 
     return OrderedSplits
@@ -223,7 +225,7 @@ def make_trainer(cfg: Config, data_dir: Path, spec: RunSpec, callbacks: list | N
     from raylm.train.loop import train_loop_per_worker
 
     # Ordered, seeded input so a resumed run sees the same batches as an uninterrupted one.
-    data_config = _ordered_splits(cfg.train.parallel.model_parallel)(
+    data_config = _ordered_splits(cfg.train.parallel)(
         execution_options=ExecutionOptions(preserve_order=True), enable_shard_locality=False
     )
     return TorchTrainer(
@@ -259,12 +261,6 @@ def run_trainer(cfg: Config, callbacks: list | None = None) -> Any:
     """Build the run's TorchTrainer from its preprocessed data and fit it (on the connected Ray,
     else a new embedded one); returns Ray Train's Result. `callbacks` join the RunConfig (Tune
     passes its TuneReportCallback)."""
-    stages = cfg.train.parallel.pipeline_stages
-    if stages > 1:  # the rules and `raylm plan` exist; the pipeline engine does not yet
-        raise ConfigError(
-            f"train.parallel.pipeline_stages {stages}: raylm does not train pipeline layouts "
-            "yet (`raylm plan` estimates them); set it to 1"
-        )
     data_dir = cfg.run.data_path.resolve()
     spec = build_spec(cfg, data_dir, read_stats(data_dir))  # fails fast, before Ray starts
     ensure_ray(cfg.run)

@@ -74,7 +74,7 @@ class Meter:
 
     def __init__(self, flops_token: float, peak_total: float, copies: int = 1):
         self.flops_token, self.peak_total = flops_token, peak_total
-        self.copies = copies  # ranks that see the same micro-batch (tensor parallel: T)
+        self.copies = copies  # ranks that see the same micro-batch (pipeline x tensor parallel)
         self.reset()
         self.gauges = _gauges() if _rank() == 0 else None
 
@@ -84,14 +84,22 @@ class Meter:
         self.tokens: torch.Tensor | int = 0
         self.n = self.samples = 0
 
-    def add(self, loss: torch.Tensor, samples: int, tokens: torch.Tensor | int) -> None:
-        if loss.device.type == "cpu":  # nothing to sync on CPU; Python numbers add fastest
-            self.loss_sum += loss.item()
+    def add(self, loss: torch.Tensor | None, samples: int, tokens: torch.Tensor | int) -> None:
+        """One micro-batch; `loss` None when it is not known yet (a pipeline reports the mean
+        of its micro-batches with the last of them)."""
+        on_cpu = not isinstance(tokens, torch.Tensor) or tokens.device.type == "cpu"
+        if on_cpu:  # nothing to sync on CPU; Python numbers add fastest
             self.tokens += int(tokens)
         else:  # stay on the device: a host sync per step would stall the GPU's queue
-            self.loss_sum = self.loss_sum + loss.detach().to(torch.float64)
             self.tokens = self.tokens + tokens
-        self.n, self.samples = self.n + 1, self.samples + samples
+        self.samples += samples
+        if loss is None:
+            return
+        if loss.device.type == "cpu":
+            self.loss_sum += loss.item()
+        else:
+            self.loss_sum = self.loss_sum + loss.detach().to(torch.float64)
+        self.n += 1
 
     def exclude(self, seconds: float) -> None:
         self.t0 += seconds
@@ -160,7 +168,7 @@ def evaluate(engine: Any, shard: Any, cfg: Config, spec: RunSpec) -> dict[str, f
     engine.train_mode(False)
     for batch in batches(shard, cfg.train, task.collate, 0, spec, shuffle=False):
         batch = {k: v.to(engine.device) for k, v in batch.items()}
-        evaluator.update(engine.engine(**batch), batch)
+        evaluator.update(engine.forward(batch), batch)
     engine.train_mode(True)
     _all_reduce(evaluator.tensors())
     return evaluator.metrics()
@@ -320,11 +328,21 @@ def _checkpoint(engine, state: LoopState, cfg: Config, spec: RunSpec, val_shard)
     _save_and_report(engine, state, metrics, spec)
 
 
+def engine_class(train: TrainConfig) -> type:
+    """DeepSpeed's engine as raylm drives it: the pipeline engine for pipeline stages."""
+    if train.parallel.pipeline_stages > 1:
+        from raylm.train.pipeline import PipelineEngine
+
+        return PipelineEngine
+    from raylm.train.deepspeed import Engine
+
+    return Engine
+
+
 def train_loop_per_worker(config: dict[str, Any]) -> None:
     """Build model + DeepSpeed engine, restore, then train/evaluate/checkpoint until done."""
     import ray.train
 
-    from raylm.train.deepspeed import Engine
     from raylm.train.flops import device_peak_flops
 
     cfg: Config = parse_config(config["cfg"])
@@ -335,7 +353,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     model = task.build_model(
         cfg.model, spec.vocab_size, spec.num_labels, spec.pad_id, spec.eos_id, spec.id2label
     )
-    engine = Engine.create(model, cfg.train, spec.total_steps)
+    engine = engine_class(cfg.train).create(model, cfg.train, spec.total_steps)
     if engine.frozen and _rank() == 0:
         from raylm.models.build import count_parameters
 
@@ -346,7 +364,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     # dropout until its first validation, and a resume (eval mode again) drew other losses.
     engine.train_mode(True)
     peak = device_peak_flops(cfg.train.use_gpu, cfg.train.peak_flops)  # one worker's device
-    meter = Meter(spec.flops_per_token, peak * spec.num_workers, cfg.train.parallel.tensor_parallel)
+    meter = Meter(spec.flops_per_token, peak * spec.num_workers, cfg.train.parallel.model_parallel)
     train_shard = ray.train.get_dataset_shard("train")
     val_shard = ray.train.get_dataset_shard("validation")
 

@@ -42,6 +42,14 @@ class ParallelConfig(StrictModel):
         """Workers that hold one replica of the model between them."""
         return self.pipeline_stages * self.tensor_parallel
 
+    def data_rank(self, rank: int, world: int) -> int:
+        """The model replica (data-parallel rank) worker `rank` belongs to, as DeepSpeed lays
+        ranks out: a pipeline's stages are `world / P` ranks apart (stage `rank // D`, replica
+        `rank % D`); a tensor-parallel group is T consecutive ranks (replica `rank // T`)."""
+        if self.pipeline_stages > 1:
+            return rank % (world // self.pipeline_stages)
+        return rank // self.tensor_parallel
+
 
 def layout_problems(
     parallel: ParallelConfig, num_workers: int, zero_stage: int, cache_data: bool | None = None

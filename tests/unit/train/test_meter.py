@@ -99,3 +99,19 @@ def test_rank_zero_gauges_work_without_ray_running(clock):
     clock.now += 1.0
     meter.read()  # sets every gauge (a Gauge refuses anything but an int or float)
     assert ray.is_initialized() == was_up  # creating and setting them started nothing
+
+
+def test_a_pipeline_reports_one_mean_loss_per_step_and_counts_every_micro_batch(clock):
+    # A pipeline engine knows the loss only after its `grad_accum` micro-batches ran together:
+    # the earlier ones count samples and tokens, the last brings their mean loss. Each of its
+    # 2 stages sees the same micro-batches (copies=2): they are counted once.
+    meter = loop.Meter(1.0e9, 1.0e13, copies=2)
+    for step_mean in (3.0, 5.0):
+        meter.add(None, 4, 100)
+        meter.add(None, 4, 100)
+        meter.add(torch.tensor(step_mean), 4, 100)
+    clock.now += 10.0
+    row = meter.read()
+    assert row["train_loss"] == pytest.approx(4.0)  # the mean of the two steps' means
+    assert row["samples_per_s"] == pytest.approx(24 / 2 / 10)
+    assert row["tokens_per_s"] == pytest.approx(600 / 2 / 10)

