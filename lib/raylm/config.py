@@ -17,6 +17,7 @@ import yaml
 from pydantic import AfterValidator, Field, ValidationInfo, field_validator, model_validator
 
 from raylm.configkit import ConfigError, StrictModel, validate
+from raylm.quality_settings import QualityConfig
 from raylm.serve.schemas import ServeConfig
 from raylm.task_settings import MLMConfig, QAConfig, RunQAConfig
 from raylm.train.settings import ParallelConfig, layout_problems
@@ -44,6 +45,10 @@ class CleanConfig(StrictModel):
         ge=0,
         le=1,
         description="Reject texts whose share of symbol/replacement chars exceeds this.",
+    )
+    quality: QualityConfig = Field(
+        default_factory=QualityConfig,
+        description="Quality filters and PII scrubbing (off by default).",
     )
 
     @model_validator(mode="after")

