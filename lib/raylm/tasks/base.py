@@ -77,8 +77,13 @@ class Task:
 def train_examples(stats: dict[str, Any]) -> int:
     """Examples in the train split, from stats.json: the encoded examples (packed blocks, QA
     features) where preprocessing encoded them, else the split's rows (encoded on the fly)."""
-    encoded = stats.get("encoded", {}).get("train")
-    return encoded["examples"] if encoded else stats["splits"]["train"]
+    return split_examples(stats, "train")
+
+
+def split_examples(stats: dict[str, Any], split: str) -> int | None:
+    """Examples in `split` as `train_examples` counts them; None where stats.json has no count."""
+    encoded = stats.get("encoded", {}).get(split)
+    return encoded["examples"] if encoded else stats["splits"].get(split)
 
 
 def ignored_fields(section: Any, names: tuple[str, ...], prefix: str, why: str) -> list[str]:

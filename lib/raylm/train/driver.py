@@ -25,7 +25,7 @@ from raylm.runtime import (
     storage_path,
 )
 from raylm.tasks import RunSpec, get_task
-from raylm.tasks.base import train_examples
+from raylm.tasks.base import split_examples, train_examples
 from raylm.train.settings import ParallelConfig
 
 
@@ -73,6 +73,15 @@ def build_spec(cfg: Config, data_dir: Path, stats: dict[str, Any]) -> RunSpec:
         raise ValueError(
             f"{data_dir}: {examples} training example(s) for {replicas} data-parallel "
             "worker(s); preprocess more data (see stats.json and rejects.jsonl)"
+        )
+    if split_examples(stats, "validation") == 0:  # validation keeps the best checkpoint
+        split = cfg.data.split
+        raise ValueError(
+            f"{data_dir}: the validation split is empty (data.split.validation "
+            f"{split.validation}, salt {split.salt!r}); training validates and keeps its best "
+            "checkpoint by it. Raise data.split.validation, or with data.heldout_of choose a "
+            "data.split.salt other than the downstream recipes' (with theirs, exactly the texts "
+            "they hold out would hash into validation and test)"
         )
     micro = max(1, math.ceil((examples // replicas) / cfg.train.batch_size))
     vocab, pad_id, num_labels = len(tok), tok.pad_token_id or 0, max(len(labels), 2)

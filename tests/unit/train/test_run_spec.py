@@ -55,6 +55,21 @@ def test_encoded_examples_count_instead_of_rows(data_dir):
     assert spec.micro_per_epoch == 4 and spec.num_labels == 2 and spec.id2label is None
 
 
+@pytest.mark.parametrize(
+    "stats",
+    [
+        {"splits": {"train": 500, "validation": 0, "test": 0}, "labels": []},
+        {"splits": {"train": 500, "validation": 40}, "labels": [],  # rows, but no packed block
+         "encoded": {"train": {"examples": 64}, "validation": {"examples": 0}}},
+    ],
+)  # fmt: skip
+def test_an_empty_validation_split_is_refused_before_training_naming_the_fields(data_dir, stats):
+    with pytest.raises(ValueError, match="the validation split is empty") as err:
+        build_spec(_cfg(num_workers=2, batch_size=8), data_dir, stats)
+    assert "data.split.validation 0.1, salt 'raylm'" in str(err.value)
+    assert "data.split.salt" in str(err.value)
+
+
 def test_split_bytes_prefers_encoded_files(tmp_path):
     (tmp_path / "train").mkdir()
     (tmp_path / "train" / "a.parquet").write_bytes(b"x" * 10)
