@@ -103,6 +103,29 @@ def single_process_group() -> None:
     dist.init_process_group("gloo")
 
 
+def spawn_pair(target, *args) -> tuple[list[Any], float]:
+    """Run `target(rank, port, *args, queue)` in two spawned processes (a gloo pair on a free
+    local port, as DDP baselines need); returns what each put on `queue`, in arrival order,
+    and the time.time() they were launched at."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    queue = ctx.SimpleQueue()
+    launched = time.time()
+    procs = [ctx.Process(target=target, args=(r, port, *args, queue)) for r in (0, 1)]
+    for p in procs:
+        p.start()
+    got = [queue.get() for _ in procs]
+    for p in procs:
+        p.join()
+    return got, launched
+
+
 def start_ray(num_cpus: int = 4) -> None:
     import ray
 

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import time
 from typing import Any
 
@@ -151,20 +150,9 @@ def _ddp_proc(rank: int, port: int, steps: int, skip: int, queue) -> None:
 
 
 def ddp_case(steps: int, skip: int) -> dict[str, float]:
-    import torch.multiprocessing as mp
-
-    ctx = mp.get_context("spawn")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    queue = ctx.SimpleQueue()
-    procs = [ctx.Process(target=_ddp_proc, args=(r, port, steps, skip, queue)) for r in (0, 1)]
-    for p in procs:
-        p.start()
-    got = dict(queue.get() for _ in procs)
-    for p in procs:
-        p.join()
-    return {k: got[0][k] for k in ("step_s", "step_median_s")}
+    got, _ = common.spawn_pair(_ddp_proc, steps, skip)
+    rank0 = dict(got)[0]
+    return {k: rank0[k] for k in ("step_s", "step_median_s")}
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import time
 from typing import Any
 
@@ -72,16 +71,14 @@ def plain_case(steps: int, skip: int) -> dict[str, float]:
     return {**res, "startup_s": startup}
 
 
-def _ddp_proc(rank: int, world: int, port: int, steps: int, queue) -> None:
+def _ddp_proc(rank: int, port: int, steps: int, queue) -> None:
     os.environ["OMP_NUM_THREADS"] = "1"
     import torch
     import torch.distributed as dist
     from torch.nn.parallel import DistributedDataParallel as DDP
 
     torch.set_num_threads(1)
-    dist.init_process_group(
-        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world
-    )
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
     model = DDP(common.make_model())
     model.train()
     dist.barrier()
@@ -92,22 +89,9 @@ def _ddp_proc(rank: int, world: int, port: int, steps: int, queue) -> None:
 
 
 def ddp_case(steps: int, skip: int) -> dict[str, float]:
-    import torch.multiprocessing as mp
-
-    ctx = mp.get_context("spawn")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    queue = ctx.SimpleQueue()
-    t0 = time.time()
-    procs = [ctx.Process(target=_ddp_proc, args=(r, 2, port, steps, queue)) for r in range(2)]
-    for p in procs:
-        p.start()
-    got = [queue.get() for _ in procs]
-    for p in procs:
-        p.join()
+    got, launched = common.spawn_pair(_ddp_proc, steps)
     rank0 = next(g for g in got if g[0] == 0)
-    return {**common.steady(rank0[2], skip), "startup_s": rank0[1] - t0}
+    return {**common.steady(rank0[2], skip), "startup_s": rank0[1] - launched}
 
 
 def raylm_worker(config: dict[str, Any]) -> None:
