@@ -213,17 +213,23 @@ def _write_rejects(
 NEAR_SAMPLES = 3  # near-duplicate pairs shown in stats.json
 
 
+def _rows_with_ids(batch: dict[str, np.ndarray], ids: frozenset) -> dict[str, np.ndarray]:
+    """The rows of a batch whose key's `dedup.stable_id` is one of `ids`."""
+    hit = np.array([dedup.stable_id(k) in ids for k in batch["key"]], dtype=bool)
+    return {"text": batch["text"][hit], "key": batch["key"][hit]}
+
+
 def _near_stats(
     clusters: dict[str, str], samples: dict[str, str], final: ray.data.Dataset
 ) -> dict[str, Any]:
     """Clusters by size (members, the kept one included) and a few (kept, removed) pairs."""
     sizes = Counter(Counter(clusters.values()).values())
     kept = {}
-    if samples:
-        wanted = frozenset(samples)
-        for row in final.select_columns(["text", "key"]).iter_rows():
-            if dedup.stable_id(row["key"]) in wanted:
-                kept[dedup.stable_id(row["key"])] = row["text"]
+    if samples:  # found by the workers: the driver receives the few kept rows, not the corpus
+        found = final.select_columns(["text", "key"]).map_batches(
+            _rows_with_ids, fn_kwargs={"ids": frozenset(samples)}, batch_format="numpy"
+        )
+        kept = {dedup.stable_id(row["key"]): row["text"] for row in found.take_all()}
     return {
         "clusters": sum(sizes.values()),
         "removed": len(clusters),
