@@ -388,6 +388,12 @@ class RunConfig(StrictModel):
     )
     ray_address: str | None = Field(None, description="Ray cluster address (None: embedded).")
     num_cpus: int | None = Field(None, ge=1, description="CPUs for an embedded Ray.")
+    object_store_mb: int | None = Field(
+        None,
+        ge=100,
+        description="Object store of an embedded Ray, MiB (None: Ray's default, 30% of RAM). "
+        "Data beyond it spills to disk, so it bounds preprocessing's memory at any corpus size.",
+    )
     baseline: bool = Field(True, description="Also fit the TF-IDF baseline (classification).")
     max_new_tokens: int = Field(32, ge=1, description="Generation cap when evaluating QA.")
     qa: RunQAConfig = Field(default_factory=RunQAConfig)

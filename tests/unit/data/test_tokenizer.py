@@ -108,3 +108,37 @@ def test_the_same_texts_give_the_same_tokenizer_in_every_process(tmp_path):
         )
         assert forward.read_bytes() == backward.read_bytes(), kind
         assert len(load_tokenizer(forward.parent)) > 1500  # a real vocabulary, not an empty one
+
+
+@pytest.mark.parametrize("kind", ["wordpiece", "bytelevel_bpe"])
+def test_workers_encode_with_the_rust_core_exactly_as_transformers_does(tmp_path, kind):
+    """Ray Data workers encode through tokenizer.json alone (no transformers import); the ids,
+    special tokens and truncation must be those of the transformers tokenizer."""
+    from raylm.data import pipeline
+
+    tok = train_tokenizer(chinese_lines(200), TokenizerConfig(vocab_size=500), tmp_path, kind=kind)
+    texts = [*chinese_lines(50, seed=1), SAMPLE * 8, "Hello, 世界! 😀", " "]
+    for max_length in (8, 64):
+        want = tok(texts, truncation=True, max_length=max_length)["input_ids"]
+        assert pipeline._rust_encoder(str(tmp_path), max_length) is not None
+        got = pipeline.encode_ids(texts, str(tmp_path), max_length)
+        assert got == want and max(map(len, got)) == max_length
+
+
+def test_a_folder_without_tokenizer_json_encodes_through_transformers(tmp_path, wordpiece):
+    """A BERT folder of vocab.txt alone (as older exports ship) has no Rust core file."""
+    import json
+
+    from raylm.data import pipeline
+
+    tok, _ = wordpiece
+    vocab = tok.get_vocab()
+    (tmp_path / "vocab.txt").write_text("\n".join(sorted(vocab, key=vocab.get)) + "\n")
+    config = {"tokenizer_class": "BertTokenizer", "do_lower_case": True}
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps(config))
+    assert pipeline._rust_encoder(str(tmp_path), 8) is None
+    texts = [SAMPLE, *chinese_lines(5, seed=2)]
+    assert (
+        pipeline.encode_ids(texts, str(tmp_path), 8)
+        == tok(texts, truncation=True, max_length=8)["input_ids"]
+    )
