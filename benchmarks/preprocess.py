@@ -50,7 +50,7 @@ from typing import Any
 import pyarrow as pa
 
 from benchmarks.common import ROOT
-from benchmarks.harness import RESULTS
+from benchmarks.harness import RESULTS, _spread
 
 SHARD_LINES = 50_000
 SPLIT = {"validation": 0.1, "test": 0.1, "salt": "bench"}
@@ -312,13 +312,9 @@ def measure(
     return result
 
 
-def _summary(samples: list[float]) -> dict[str, float]:
-    med = statistics.median(samples)
-    return {
-        "median": med,
-        "spread": (max(samples) - min(samples)) / med if med else 0.0,
-        "samples": samples,
-    }
+def _summary(samples: list[float]) -> dict[str, Any]:
+    """Median, relative spread (the harness's rule) and the samples."""
+    return {"median": statistics.median(samples), "spread": _spread(samples), "samples": samples}
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
