@@ -61,11 +61,13 @@ def _make_trial(base: dict[str, Any], sweep: str):
         from ray.tune.integration.ray_train import TuneReportCallback
 
         from raylm.config import dump_config
+        from raylm.runtime import configure_ray_data
         from raylm.train.driver import run_trainer
 
         # Several trials share one console: Ray Data's per-epoch progress bars from each would
         # bury the trial table and raylm's step lines. Datasets copy this context when created.
         DataContext.get_current().enable_progress_bars = False
+        configure_ray_data()  # a trial's process may be a worker of a Ray that raylm did not start
 
         trial_id = tune.get_context().get_trial_id()
         cfg = trial_config(base, sample, f"{sweep}_{trial_id}")
