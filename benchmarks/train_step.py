@@ -12,6 +12,12 @@ processes we spawn) vs raylm 2 workers (ZeRO-0, ZeRO-2). raylm's step is what it
 benchmarks/ingest.py's subject). Steady state = the mean step after `skip` warm-up steps; startup
 (process/worker-group start, model build, engine init) is reported apart as `startup_s`.
 Writes benchmarks/results/train_step_1proc.{json,md} and train_step_2proc.{json,md}.
+
+    python -m benchmarks.train_step --tracking   # tracking on vs off (run.tracking)
+
+The same raylm ZeRO-2 worker with rank 0's Tracker (TensorBoard events and an MLflow run in a
+SQLite store, raylm.tracking) logging the meter's row every `log_every` steps, as the loop
+does, against the same worker without it: train_step_tracking.{json,md}.
 """
 
 from __future__ import annotations
@@ -99,6 +105,7 @@ def raylm_worker(config: dict[str, Any]) -> None:
     import torch
     import torch.distributed as dist
 
+    from raylm.tracking import Tracker
     from raylm.train.deepspeed import Engine
     from raylm.train.loop import Meter, train_step
 
@@ -108,6 +115,9 @@ def raylm_worker(config: dict[str, Any]) -> None:
     engine = Engine.create(common.make_model(), cfg, config["steps"])
     meter = Meter(1.0, 1e11)
     data = common.batches(8)
+    target = config.get("tracking")
+    rank0 = not dist.is_initialized() or dist.get_rank() == 0
+    tracker = Tracker(target) if target and rank0 else None
     if dist.is_initialized():
         dist.barrier()
     ready = time.time()
@@ -116,13 +126,38 @@ def raylm_worker(config: dict[str, Any]) -> None:
         t0 = time.perf_counter()
         train_step(engine, meter, data[i % len(data)])
         if engine.global_step % cfg.log_every == 0:
-            meter.read()
+            row = meter.read()
+            if tracker is not None:
+                tracker.log(engine.global_step, {**row, "lr": engine.lr})
         times.append(time.perf_counter() - t0)
+    if tracker is not None:
+        tracker.close()
     common.put(config, {**common.steady(times, config["skip"]), "startup_s": ready - t_start})
 
 
-def raylm_case(workers: int, zero: int, steps: int, skip: int) -> dict[str, float]:
+def _tracking_target() -> Any:
+    """A fresh TensorBoard folder and MLflow run (SQLite store), as `raylm train` opens them."""
+    import tempfile
+    from pathlib import Path
+
+    from mlflow.tracking import MlflowClient
+
+    from raylm.tracking import TrackingTarget
+
+    folder = Path(tempfile.mkdtemp(prefix="raylm-bench-tracking-"))
+    uri = f"sqlite:///{folder / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri)
+    experiment = client.create_experiment("bench", artifact_location=(folder / "a").as_uri())
+    run = client.create_run(experiment, run_name="bench")
+    return TrackingTarget(str(folder / "tensorboard"), uri, run.info.run_id)
+
+
+def raylm_case(
+    workers: int, zero: int, steps: int, skip: int, tracking: bool = False
+) -> dict[str, float]:
     cfg = {"workers": workers, "zero": zero, "steps": steps, "skip": skip, "t_launch": time.time()}
+    if tracking:
+        cfg["tracking"] = _tracking_target()
     m = common.fit(raylm_worker, cfg, workers)
     keys = ("step_s", "step_median_s", "steps_timed", "startup_s", "wall_s")
     return {k: float(m[k]) for k in keys}
@@ -131,9 +166,12 @@ def raylm_case(workers: int, zero: int, steps: int, skip: int) -> dict[str, floa
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer steps and repeats")
+    parser.add_argument("--tracking", action="store_true", help="only tracking on vs off")
     args = parser.parse_args(argv)
     steps, skip, repeats = (40, 10, 2) if args.quick else (150, 20, 5)
     common.start_ray()
+    if args.tracking:
+        return {"train_step_tracking": tracking_table(steps, skip, repeats)}
     notes = {
         "model": "BERT classifier, 2 layers, hidden 128, vocab 6000, fp32",
         "batch": f"{common.BATCH} rows x 8..{common.MAX_LEN} tokens, 1 thread per process",
@@ -156,6 +194,22 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     tables["train_step_2proc"] = compare(two, repeats=repeats, warmup=0, baseline="ddp_gloo_2p")
     write_results("train_step_2proc", tables["train_step_2proc"], notes)
     return tables
+
+
+def tracking_table(steps: int, skip: int, repeats: int) -> dict[str, Any]:
+    cases = [
+        Case("raylm_zero2_1w", lambda: raylm_case(1, 2, steps, skip)),
+        Case("raylm_zero2_1w_tracked", lambda: raylm_case(1, 2, steps, skip, tracking=True)),
+    ]
+    table = compare(cases, repeats=repeats, warmup=0, baseline="raylm_zero2_1w")
+    notes = {
+        "model": "BERT classifier, 2 layers, hidden 128, vocab 6000, fp32; ZeRO-2, 1 worker",
+        "tracking": "TensorBoard + MLflow (SQLite) from rank 0's thread, every log_every=20 steps",
+        "steps": f"{steps} per run, first {skip} not timed; {repeats} interleaved repeats",
+        "metric": "step_s = mean seconds per optimizer step in steady state",
+    }
+    write_results("train_step_tracking", table, notes)
+    return table
 
 
 if __name__ == "__main__":

@@ -3,6 +3,8 @@
     raylm run examples/sentiment_zh.yaml [--output DIR] [--set train.lr=3e-4 ...]
     raylm preprocess|train|export|evaluate CONFIG [--output DIR] [--set k=v ...]
     raylm plan CONFIG --gpus 8 --gpu-memory 80     # which parallel layout fits
+    raylm runs [OUTPUT_DIR] [--json]               # every run: state, best metric, steps, time
+    raylm compare RUN RUN ... [-o compare.png]     # config differences, metrics, curves
 
 Each command loads and validates the config first (a bad field fails before any work starts),
 then calls one library function.
@@ -164,6 +166,67 @@ def checkpoints(
             r["checkpoint"], str(r["step"]), f"[{colour}]{r['state']}", shown, r["detail"]
         )
     Console().print(table)
+
+
+@app.command()
+def runs(
+    output_dir: Annotated[str, typer.Argument(help="Folder that holds the runs.")] = "outputs",
+    as_json: Annotated[
+        bool, typer.Option("--json", help="A JSON list instead of a table.")
+    ] = False,
+):
+    """The runs in an output folder: task, model, state, best metric, steps, time, start."""
+    import dataclasses
+    import json
+
+    from raylm.runs import list_runs, runs_table
+
+    try:
+        found = list_runs(output_dir)
+    except (FileNotFoundError, ValueError) as err:
+        typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(1) from None
+    if as_json:
+        typer.echo(json.dumps([dataclasses.asdict(r) for r in found], indent=2, default=str))
+        return
+    if not found:
+        typer.echo(f"no runs in {output_dir} (no subfolder holds a config.yaml)")
+        return
+    from rich.console import Console
+
+    Console().print(runs_table(found))
+
+
+@app.command()
+def compare(
+    run_dirs: Annotated[list[str], typer.Argument(help="Run folders, e.g. outputs/a outputs/b.")],
+    output: Annotated[
+        str | None,
+        typer.Option("--output", "-o", help="Curves PNG (default: compare.png beside the runs)."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON instead of a table.")] = False,
+):
+    """Runs side by side: the config fields that differ, metrics, and their curves in one PNG."""
+    import json
+    from pathlib import Path
+
+    from raylm.runs import compare as compare_runs
+    from raylm.runs import compare_table, plot_curves
+
+    try:
+        result = compare_runs(run_dirs)
+        png = plot_curves(run_dirs, output or Path(run_dirs[0]).parent / "compare.png")
+    except (OSError, ValueError) as err:  # OSError: the PNG's folder is not writable
+        typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(1) from None
+    if as_json:
+        typer.echo(json.dumps({**result, "plot": png}, indent=2, default=str))
+        return
+    from rich.console import Console
+
+    console = Console()
+    console.print(compare_table(result))
+    console.print(f"curves: {png}" if png else "curves: none (no run has a training history)")
 
 
 @app.command()

@@ -20,6 +20,7 @@ from raylm.configkit import ConfigError, StrictModel, validate
 from raylm.quality_settings import QualityConfig
 from raylm.serve.schemas import ServeConfig
 from raylm.task_settings import MLMConfig, QAConfig, RunQAConfig
+from raylm.tracking_settings import TrackingConfig
 from raylm.train.settings import ParallelConfig, layout_problems
 from raylm.tune.settings import TuneSettings
 
@@ -397,6 +398,7 @@ class RunConfig(StrictModel):
     baseline: bool = Field(True, description="Also fit the TF-IDF baseline (classification).")
     max_new_tokens: int = Field(32, ge=1, description="Generation cap when evaluating QA.")
     qa: RunQAConfig = Field(default_factory=RunQAConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
 
     @field_validator("name")
     @classmethod

@@ -6,7 +6,8 @@ What a stage does for the recipe's `model.task` is the task module's (raylm.task
 
 Everything a stage writes goes under `<run.output_dir>/<run.name>/`:
     config.yaml, data/ (splits, stats.json, rejects.jsonl, tokenizer/), ray/ (checkpoints),
-    train_result.json, model/ (exported), metrics.json, report.md, *.png
+    train_result.json, model/ (exported), metrics.json, report.md, *.png, run.json (state),
+    tensorboard/, tracking.json (with run.tracking.mlflow)
 """
 
 from __future__ import annotations
@@ -23,8 +24,10 @@ from raylm.fsutil import replace_folder
 from raylm.plan import check_layout
 from raylm.preflight import check_run
 from raylm.runfolder import record_config
+from raylm.runstate import mark_running, recorded
 from raylm.tasks import get_task
 from raylm.tasks.base import say, train_examples
+from raylm.tracking import log_results
 
 
 def run_dir_of(cfg: Config) -> Path:
@@ -37,6 +40,7 @@ def data_dir_of(cfg: Config) -> Path:
     return cfg.run.data_path.resolve()
 
 
+@recorded("preprocess")
 def preprocess(cfg: Config) -> dict[str, Any]:
     """The task's preprocessing (Ray Data): clean/dedup/split + tokenizer, then its encoding."""
     from raylm.data.inputs import check_inputs
@@ -49,6 +53,7 @@ def preprocess(cfg: Config) -> dict[str, Any]:
     check_inputs(cfg.data)
     run_dir, data_dir = run_dir_of(cfg), data_dir_of(cfg)
     record_config(cfg, run_dir)
+    mark_running(run_dir)
     ensure_ray(cfg.run)
     # Into a staging folder, swapped in only once complete: a failed or empty preprocessing
     # leaves the previous data (and the checkpoints trained on it) as they were.
@@ -107,6 +112,7 @@ def _first_rejects(rejects: Path, n: int = 3) -> str:
     return f", first: {', '.join(shown)}" if shown else ""
 
 
+@recorded("train")
 def train(cfg: Config) -> dict[str, Any]:
     """Train (or resume) and record the best checkpoint in train_result.json."""
     from raylm.train.driver import fit
@@ -115,6 +121,7 @@ def train(cfg: Config) -> dict[str, Any]:
     check_layout(cfg)
     run_dir = run_dir_of(cfg)
     record_config(cfg, run_dir)
+    mark_running(run_dir)
     t0 = time.perf_counter()
     outcome = fit(cfg)
     summary = {
@@ -132,6 +139,7 @@ def train(cfg: Config) -> dict[str, Any]:
     return summary
 
 
+@recorded("export")
 def export(cfg: Config, checkpoint: str | None = None) -> Path:
     """Copy the best (or given) checkpoint's model + tokenizer into <run>/model."""
     from raylm.models.export import export_model
@@ -142,12 +150,14 @@ def export(cfg: Config, checkpoint: str | None = None) -> Path:
         if not result.is_file():
             raise FileNotFoundError(f"{result} not found: run `raylm train` for this config first")
         checkpoint = json.loads(result.read_text(encoding="utf-8"))["best_checkpoint"]
+    mark_running(run_dir)
     merge = cfg.model.lora.merge if cfg.model.lora else True
     out = export_model(checkpoint, data_dir_of(cfg) / "tokenizer", run_dir / "model", merge)
     say(f"exported model to {out}")
     return out
 
 
+@recorded("evaluate")
 def evaluate(cfg: Config) -> dict[str, Any]:
     """The task's test-split evaluation of the exported model: metrics.json, report.md, plots."""
     from raylm.runtime import ensure_ray
@@ -158,10 +168,14 @@ def evaluate(cfg: Config) -> dict[str, Any]:
             raise FileNotFoundError(
                 f"{needed} not found: run `raylm {stage}` for this config first"
             )
+    mark_running(run_dir)
     ensure_ray(cfg.run)
-    return get_task(cfg.model.task).evaluate(cfg, run_dir, data_dir)
+    metrics = get_task(cfg.model.task).evaluate(cfg, run_dir, data_dir)
+    log_results(cfg, data_dir)  # to the run's MLflow run, with run.tracking.mlflow
+    return metrics
 
 
+@recorded("run")
 def run(cfg: Config) -> dict[str, Any]:
     """All stages in order on one Ray instance."""
     t0 = time.perf_counter()

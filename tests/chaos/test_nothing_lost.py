@@ -22,11 +22,14 @@ from pathlib import Path
 
 import psutil
 import pytest
+from mlflow.tracking import MlflowClient
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from ray_state import alive_actor_pids  # tests/ray_state.py
 from raylm import stages
 from raylm.data.synthetic import sentiment_recipe, write_sentiment_corpus
 from raylm.recipe import ConfigError, config_from_dict
+from raylm.runs import read_run
 from raylm.train.checkpoint import checkpoint_root, list_checkpoints
 
 pytestmark = pytest.mark.integration
@@ -257,6 +260,7 @@ def test_a_killed_driver_leaves_no_process_and_its_relaunch_resumes(corpus, refe
 
     cfg = _cfg(corpus, "dkill", **KILL_RUN)
     cfg.run.num_cpus = 3
+    cfg.run.tracking.mlflow = True  # the resume must continue its MLflow run, no step twice
     dump_config(cfg, tmp_path / "dkill.yaml")
     env = {**os.environ, "RAY_ADDRESS": "local"}  # its own embedded Ray, as `raylm train` makes
     driver = subprocess.Popen(
@@ -278,9 +282,27 @@ def test_a_killed_driver_leaves_no_process_and_its_relaunch_resumes(corpus, refe
         if driver.poll() is None:
             driver.kill()
     done = sorted(p.name for p in root.glob("checkpoint_step*"))
+    run_dir = corpus / "runs" / "dkill"
+    killed = read_run(run_dir)
+    assert killed.state == "interrupted", killed  # run.json says running; its pid is gone
+    first_id = json.loads((run_dir / "tracking.json").read_text())["mlflow_run_id"]
     resumed = stages.train(cfg)  # the relaunch, same name: resumes from the latest checkpoint
     assert int(done[-1][15:22]) >= 10
     _assert_same_losses(resumed["history"], reference["history"])
+    assert read_run(run_dir).state == "finished"
+
+    record = json.loads((run_dir / "tracking.json").read_text())
+    assert record["mlflow_run_id"] == first_id  # the same MLflow run continued
+    client = MlflowClient(tracking_uri=record["mlflow_uri"])
+    logged = client.get_metric_history(first_id, "train_loss")
+    assert sorted((m.step, m.value) for m in logged) == pytest.approx(_losses(resumed["history"]))
+    assert len({m.step for m in logged}) == len(logged)  # no step logged twice
+    assert client.get_run(first_id).info.status == "FINISHED"
+    assert client.get_run(first_id).data.params["train.max_steps"] == "30"
+    board = EventAccumulator(str(run_dir / "tensorboard"))
+    board.Reload()
+    events = [(e.step, e.value) for e in board.Scalars("train_loss")]
+    assert events == pytest.approx(_losses(resumed["history"]))  # the killed run's tail purged
 
 
 # --------------------------------------------------------------- the same input, the same data

@@ -8,6 +8,7 @@ after its first trial completed, then resumed: the completed trial is not rerun,
 from __future__ import annotations
 
 import csv
+import json
 import os
 import signal
 import subprocess
@@ -16,6 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
+from mlflow.tracking import MlflowClient
 
 from raylm import stages
 from raylm.data.synthetic import sentiment_recipe, write_sentiment_corpus
@@ -56,7 +58,9 @@ def test_asha_sweep_writes_table_plot_best_config_and_model(prepared):
         # of its train and validation sets): two at once would starve each other's data.
         "max_concurrent_trials": 1,
     }
-    result = run_sweep(config_from_dict(_cfg(prepared, "asha", tune)))
+    raw = _cfg(prepared, "asha", tune)
+    raw["run"]["tracking"] = {"mlflow": True}  # one parent MLflow run, a child per trial
+    result = run_sweep(config_from_dict(raw))
     sweep = result.sweep_dir
     rows = list(csv.DictReader((sweep / "results.csv").open(encoding="utf-8")))
     assert len(rows) == 2 and all(r["status"] == "ok" for r in rows)
@@ -75,6 +79,18 @@ def test_asha_sweep_writes_table_plot_best_config_and_model(prepared):
     assert (result.best_model / "model.safetensors").is_file()
     assert (sweep / "best" / "model" / "config.json").is_file()
     assert (sweep / "best" / "train_result.json").is_file()
+
+    record = json.loads((sweep / "tracking.json").read_text(encoding="utf-8"))
+    client = MlflowClient(tracking_uri=record["mlflow_uri"])
+    parent = client.get_run(record["mlflow_run_id"])
+    assert parent.info.run_name == "asha" and parent.info.status == "FINISHED"
+    children = client.search_runs(
+        [parent.info.experiment_id],
+        filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'",
+    )
+    assert len(children) == len(rows) == 2
+    assert {c.data.params["train.lr"] for c in children} == {r["train.lr"] for r in rows}
+    assert all(c.data.metrics.get("val_accuracy") is not None for c in children)
 
 
 _DRIVER = """

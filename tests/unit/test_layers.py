@@ -26,6 +26,7 @@ LAYERS: list[list[str]] = [
         "raylm.train.settings",
         "raylm.task_settings",
         "raylm.quality_settings",
+        "raylm.tracking_settings",
     ],
     ["raylm.config"],
     ["raylm.runtime"],
@@ -36,7 +37,8 @@ LAYERS: list[list[str]] = [
     ["raylm.tasks"],
     ["raylm.plan"],
     ["raylm.recipe"],
-    ["raylm.runfolder"],
+    ["raylm.runfolder", "raylm.runstate"],
+    ["raylm.tracking"],
     ["raylm.train.tensor_parallel"],
     ["raylm.train.flops", "raylm.train.deepspeed", "raylm.train.manifest"],
     ["raylm.train.pipeline"],
@@ -54,6 +56,7 @@ LAYERS: list[list[str]] = [
     ["raylm.tune.search"],
     ["raylm.tune.cli"],
     ["raylm.jobs"],
+    ["raylm.runs"],
     ["raylm.cli"],
 ]
 

@@ -16,7 +16,7 @@ import pyarrow as pa
 import ray
 
 from raylm.data import sources
-from raylm.data.inputs import check_inputs
+from raylm.data.inputs import check_inputs, find_corrupt_parquet
 
 if TYPE_CHECKING:
     from raylm.config import DataConfig
@@ -92,7 +92,11 @@ def read_source(data_cfg: DataConfig) -> tuple[ray.data.Dataset, list[str]]:
     else:  # whole-file problems (a missing path, a truncated Parquet file) fail here, named
         paths, fs = check_inputs(data_cfg)
     if src == "parquet":
-        ds = ray.data.read_parquet(paths, filesystem=fs, include_paths=True)
+        try:  # Ray's V1 reader samples the files here: a corrupt page fails in a task
+            ds = ray.data.read_parquet(paths, filesystem=fs, include_paths=True)
+        except Exception:
+            find_corrupt_parquet(data_cfg)  # raises naming the file, if one is
+            raise
         ds = ds.map_batches(_parse_table, fn_kwargs={"data_cfg": data_cfg}, batch_format="numpy")
     else:
         # CSV too is parsed by line (not ray.data.read_csv): a row that is cut short or not UTF-8

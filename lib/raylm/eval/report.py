@@ -23,6 +23,8 @@ import math
 import os
 from collections.abc import Mapping
 
+from raylm.fsutil import write_atomic
+
 __all__ = ["read_history", "write_evaluation", "write_report"]
 
 ROWS = ("accuracy", "precision", "recall", "f1", "exact_match", "perplexity", "loss", "count")
@@ -51,13 +53,6 @@ def _deep_merge(old: dict, new: Mapping) -> dict:
         both_dicts = isinstance(value, Mapping) and isinstance(out.get(key), dict)
         out[key] = _deep_merge(out[key], value) if both_dicts else value
     return out
-
-
-def _write_atomic(path: str, text: str) -> None:
-    tmp = f"{path}.tmp.{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
 
 
 def _is_metrics(d) -> bool:
@@ -162,9 +157,9 @@ def write_report(run_dir: str | os.PathLike, metrics: Mapping) -> dict[str, str]
         if not isinstance(existing, dict):
             raise ValueError(f"{json_path} holds a {type(existing).__name__}, not an object")
     merged = _deep_merge(existing, _jsonable(metrics))
-    _write_atomic(json_path, json.dumps(merged, indent=2, ensure_ascii=False, allow_nan=False))
+    write_atomic(json_path, json.dumps(merged, indent=2, ensure_ascii=False, allow_nan=False))
     md_path = os.path.join(run_dir, "report.md")
-    _write_atomic(md_path, _render(merged, run_dir))
+    write_atomic(md_path, _render(merged, run_dir))
     return {"metrics_json": json_path, "report_md": md_path}
 
 

@@ -45,6 +45,7 @@ class RunSpec:
     mask_id: int | None = None  # [MASK], for masked-LM tasks
     mask_prob: float = 0.15
     qa: dict[str, Any] | None = None  # extractive QA: data.qa (windows), kept in raylm.json
+    tracking: Any = None  # raylm.tracking.TrackingTarget: where rank 0 logs (None: nowhere)
 
 
 @dataclass(frozen=True)

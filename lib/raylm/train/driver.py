@@ -13,7 +13,7 @@ import json
 import math
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -26,6 +26,7 @@ from raylm.runtime import (
 )
 from raylm.tasks import RunSpec, get_task
 from raylm.tasks.base import split_examples, train_examples
+from raylm.tracking import finish_run, open_run
 from raylm.train.settings import ParallelConfig
 
 
@@ -266,12 +267,28 @@ def make_trainer(cfg: Config, data_dir: Path, spec: RunSpec, callbacks: list | N
     )
 
 
-def run_trainer(cfg: Config, callbacks: list | None = None) -> Any:
+def run_trainer(
+    cfg: Config, callbacks: list | None = None, parent_run_id: str | None = None
+) -> Any:
     """Build the run's TorchTrainer from its preprocessed data and fit it (on the connected Ray,
     else a new embedded one); returns Ray Train's Result. `callbacks` join the RunConfig (Tune
-    passes its TuneReportCallback)."""
+    passes its TuneReportCallback, and its sweep's MLflow run as `parent_run_id`)."""
     data_dir = cfg.run.data_path.resolve()
     spec = build_spec(cfg, data_dir, read_stats(data_dir))  # fails fast, before Ray starts
+    spec = replace(spec, tracking=open_run(cfg, parent_run_id))
+    try:
+        result = _fit_trainer(cfg, data_dir, spec, callbacks)
+    except KeyboardInterrupt:
+        finish_run(cfg, "KILLED")
+        raise
+    except BaseException:
+        finish_run(cfg, "FAILED")
+        raise
+    finish_run(cfg, "FAILED" if result.error else "FINISHED")
+    return result
+
+
+def _fit_trainer(cfg: Config, data_dir: Path, spec: RunSpec, callbacks: list | None) -> Any:
     ensure_ray(cfg.run)
     preflight(cfg.train)
     print(

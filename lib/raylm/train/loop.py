@@ -25,6 +25,7 @@ import torch.distributed as dist
 from raylm.config import Config, TrainConfig, parse_config
 from raylm.data.collate import count_tokens
 from raylm.tasks import RunSpec, get_task
+from raylm.tracking import Tracker
 from raylm.train.flops import mfu
 from raylm.train.manifest import check_checkpoint, write_manifest
 
@@ -294,7 +295,9 @@ class NonFiniteLossError(FloatingPointError):
     """The training loss became NaN or infinite: the run stops instead of training on."""
 
 
-def _log(cfg: Config, state: LoopState, meter: Meter, engine: Any, total: int) -> None:
+def _log(
+    cfg: Config, state: LoopState, meter: Meter, engine: Any, total: int, tracker: Any
+) -> None:
     row = meter.read()  # all-reduced: every rank sees a non-finite loss of any rank's
     if not math.isfinite(row["train_loss"]):
         first = max(1, state.step - cfg.train.log_every + 1)
@@ -304,6 +307,8 @@ def _log(cfg: Config, state: LoopState, meter: Meter, engine: Any, total: int) -
         )
     row.update(step=state.step, epoch=state.epoch + 1, lr=engine.lr)
     state.history.append({k: round(v, 6) if isinstance(v, float) else v for k, v in row.items()})
+    if tracker is not None:
+        tracker.log(state.step, row)
     if _rank() == 0:
         say(
             f"epoch {row['epoch']}/{cfg.train.epochs} step {state.step}/{total} "
@@ -313,7 +318,7 @@ def _log(cfg: Config, state: LoopState, meter: Meter, engine: Any, total: int) -
         )
 
 
-def _checkpoint(engine, state: LoopState, cfg: Config, spec: RunSpec, val_shard) -> None:
+def _checkpoint(engine, state: LoopState, cfg: Config, spec: RunSpec, val_shard, tracker) -> None:
     metrics = evaluate(engine, val_shard, cfg, spec)
     if not math.isfinite(metrics.get("val_loss", 0.0)):  # the weights are NaN: do not save them
         raise NonFiniteLossError(
@@ -322,6 +327,8 @@ def _checkpoint(engine, state: LoopState, cfg: Config, spec: RunSpec, val_shard)
     epoch = state.epoch + state.micro_in_epoch / max(1, spec.micro_per_epoch)
     metrics.update(step=state.step, epoch=round(epoch, 4))
     state.history.append({"step": state.step, "epoch": round(epoch, 4), **metrics})
+    if tracker is not None:
+        tracker.log(state.step, metrics)
     if _rank() == 0:
         shown = " ".join(f"{k} {v:.4f}" for k, v in metrics.items() if k.startswith("val_"))
         say(f"validation at step {state.step}: {shown}")
@@ -367,8 +374,13 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     meter = Meter(spec.flops_per_token, peak * spec.num_workers, cfg.train.parallel.model_parallel)
     train_shard = ray.train.get_dataset_shard("train")
     val_shard = ray.train.get_dataset_shard("validation")
-
-    _train(cfg, spec, task, engine, state, meter, train_shard, val_shard)
+    # Rank 0 logs to the run's tracking (raylm.tracking); a queue put per logged step.
+    tracker = Tracker(spec.tracking, state.step) if spec.tracking and _rank() == 0 else None
+    try:
+        _train(cfg, spec, task, engine, state, meter, train_shard, val_shard, tracker)
+    finally:
+        if tracker is not None:
+            tracker.close()
 
 
 def _train(
@@ -380,6 +392,7 @@ def _train(
     meter: Meter,
     train_shard: Any,
     val_shard: Any,
+    tracker: Any = None,
 ) -> None:
     """Epochs of steps, with validation + checkpoints at eval_every and at each epoch's end."""
     total, stop_at = spec.total_steps, cfg.train.max_steps or spec.total_steps
@@ -397,16 +410,16 @@ def _train(
                 continue
             state.step = engine.global_step
             if state.step % cfg.train.log_every == 0:
-                _log(cfg, state, meter, engine, total)
+                _log(cfg, state, meter, engine, total, tracker)
             if state.step >= stop_at:
                 finished_epoch = False
                 break
             if cfg.train.eval_every and state.step % cfg.train.eval_every == 0:
                 t0 = time.perf_counter()
-                _checkpoint(engine, state, cfg, spec, val_shard)
+                _checkpoint(engine, state, cfg, spec, val_shard, tracker)
                 meter.exclude(time.perf_counter() - t0)  # validation is not training time
         if finished_epoch:
             state.epoch, state.micro_in_epoch = state.epoch + 1, 0
         t0 = time.perf_counter()
-        _checkpoint(engine, state, cfg, spec, val_shard)
+        _checkpoint(engine, state, cfg, spec, val_shard, tracker)
         meter.exclude(time.perf_counter() - t0)

@@ -52,8 +52,9 @@ def trial_config(base: dict[str, Any], sample: dict[str, Any], run_name: str) ->
     return config_from_dict(data, source=f"trial {run_name}")
 
 
-def _make_trial(base: dict[str, Any], sweep: str):
-    """The Tune function trainable; closes over plain data only (it is pickled to workers)."""
+def _make_trial(base: dict[str, Any], sweep: str, parent_run_id: str | None = None):
+    """The Tune function trainable; closes over plain data only (it is pickled to workers).
+    With MLflow tracking, each trial's run is a child of the sweep's (`parent_run_id`)."""
 
     def _trial(sample: dict[str, Any]) -> None:
         from ray import tune
@@ -76,9 +77,25 @@ def _make_trial(base: dict[str, Any], sweep: str):
         with (run_dir / "starts.log").open("a", encoding="utf-8") as f:  # resume bookkeeping
             f.write(f"{time.time():.3f}\n")
         dump_config(cfg, run_dir / "config.yaml")
-        run_trainer(cfg, callbacks=[TuneReportCallback()])
+        run_trainer(cfg, callbacks=[TuneReportCallback()], parent_run_id=parent_run_id)
 
     return _trial
+
+
+def _sweep_config(cfg: Config, sweep: str) -> Config:
+    return cfg.model_copy(update={"run": cfg.run.model_copy(update={"name": sweep})})
+
+
+def _sweep_run(cfg: Config, sweep: str, base: dict[str, Any]) -> str | None:
+    """With MLflow tracking: the sweep's own MLflow run (continued on resume), the parent of
+    every trial's; the trials log into the sweep's store whatever their output_dir."""
+    if not cfg.run.tracking.mlflow:
+        return None
+    from raylm.tracking import mlflow_uri, open_run
+
+    target = open_run(_sweep_config(cfg, sweep))
+    base["run"]["tracking"]["mlflow_uri"] = mlflow_uri(cfg)
+    return target.mlflow_run_id if target else None
 
 
 def _preprocess_once(cfg: Config, data_dir: Path) -> None:
@@ -159,10 +176,13 @@ def _tune_storage(cfg: Config, sweep_dir: Path) -> str:
     return storage_path(cfg.run) if cfg.run.storage_path else str(sweep_dir / "ray")
 
 
-def _tuner(cfg: Config, settings: TuneSettings, sweep: str, sweep_dir: Path, base, resume: bool):
+def _tuner(
+    cfg: Config, settings: TuneSettings, sweep: str, sweep_dir: Path, base, resume: bool, parent
+):
     from ray import tune
 
-    trainable = tune.with_resources(_make_trial(base, sweep), settings.resources_per_trial)
+    trial = _make_trial(base, sweep, parent)
+    trainable = tune.with_resources(trial, settings.resources_per_trial)
     storage = _tune_storage(cfg, sweep_dir)
     path = f"{storage.rstrip('/')}/{sweep}"
     if resume and tune.Tuner.can_restore(path):
@@ -191,6 +211,7 @@ def _tuner(cfg: Config, settings: TuneSettings, sweep: str, sweep_dir: Path, bas
 def run_sweep(cfg: Config, resume: bool = False) -> SweepResult:
     """Preprocess once, run (or resume) the Tuner, write the table/plot, export the winner."""
     from raylm.runtime import ensure_ray
+    from raylm.tracking import finish_run
     from raylm.tune.report import export_best, summarize, write_tables
 
     settings = load_settings(cfg)  # every check before any work starts
@@ -201,8 +222,16 @@ def run_sweep(cfg: Config, resume: bool = False) -> SweepResult:
     ensure_ray(cfg.run)
     _preprocess_once(cfg, data_dir)
     base = _base_for_trials(cfg, settings, sweep_dir, data_dir)
+    parent = _sweep_run(cfg, sweep, base)
     t0 = time.perf_counter()
-    grid = _tuner(cfg, settings, sweep, sweep_dir, base, resume).fit()
+    try:
+        grid = _tuner(cfg, settings, sweep, sweep_dir, base, resume, parent).fit()
+    except BaseException:
+        if parent:
+            finish_run(_sweep_config(cfg, sweep), "FAILED")
+        raise
+    if parent:
+        finish_run(_sweep_config(cfg, sweep), "FINISHED")
     _say(f"{len(grid)} trial(s) in {time.perf_counter() - t0:.0f}s")
     rows, curves = summarize(grid, settings, cfg.train.epochs)
     if not any(r["best"] is not None for r in rows):
