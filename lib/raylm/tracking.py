@@ -169,8 +169,15 @@ class Tracker:
         }
         self._queue.put((int(step), values))
 
+    def flush(self, timeout_s: float = 30.0) -> None:
+        """Wait until what is queued is written and on disk: the loop calls it before saving a
+        checkpoint, so a kill after the checkpoint loses no event the resume would not repeat."""
+        done = threading.Event()
+        self._queue.put(done)
+        done.wait(timeout_s)
+
     def close(self, timeout_s: float = 60.0) -> None:
-        """Write what is queued, then stop (a run's end, or before a checkpoint's report)."""
+        """Write what is queued, then stop (the run's end)."""
         self._queue.put(None)
         self._thread.join(timeout_s)
 
@@ -180,10 +187,12 @@ class Tracker:
         while (item := self._queue.get()) is not None:
             for sink in list(sinks):
                 try:
-                    sink.write(*item)
+                    sink.flush() if isinstance(item, threading.Event) else sink.write(*item)
                 except Exception as err:  # noqa: BLE001 - a tracking failure never stops a run
                     self._problem(f"{type(sink).__name__} stopped: {err}")
                     sinks.remove(sink)
+            if isinstance(item, threading.Event):
+                item.set()
         for sink in sinks:
             sink.close()
 
@@ -228,6 +237,9 @@ class _Board:
         for key, value in metrics.items():
             self.writer.add_scalar(key, value, step)
 
+    def flush(self) -> None:
+        self.writer.flush()
+
     def close(self) -> None:
         self.writer.close()
 
@@ -253,6 +265,9 @@ class _MLflow:
         if new:
             self.client.log_batch(self.run_id, metrics=new)
             self.last.update({m.key: step for m in new})
+
+    def flush(self) -> None:  # every write is a committed call to the store
+        pass
 
     def close(self) -> None:
         pass

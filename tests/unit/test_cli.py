@@ -43,6 +43,8 @@ OPTIONS = {
     "logs": {"--address", "-a", "--follow", "-f"},
     "stop": {"--address", "-a"},
     "list": {"--address", "-a"},
+    "runs": {"--json"},
+    "compare": {"--output", "-o", "--json"},
 }
 # A cluster command must fail fast when nothing answers (connection refused: no wait at all).
 UNREACHABLE_BOUND_S = 30.0

@@ -329,6 +329,7 @@ def _checkpoint(engine, state: LoopState, cfg: Config, spec: RunSpec, val_shard,
     state.history.append({"step": state.step, "epoch": round(epoch, 4), **metrics})
     if tracker is not None:
         tracker.log(state.step, metrics)
+        tracker.flush()  # on disk before the checkpoint that a resume starts from
     if _rank() == 0:
         shown = " ".join(f"{k} {v:.4f}" for k, v in metrics.items() if k.startswith("val_"))
         say(f"validation at step {state.step}: {shown}")
