@@ -3,6 +3,7 @@
     raylm run examples/sentiment_zh.yaml [--output DIR] [--set train.lr=3e-4 ...]
     raylm preprocess|train|export|evaluate CONFIG [--output DIR] [--set k=v ...]
     raylm plan CONFIG --gpus 8 --gpu-memory 80     # which parallel layout fits
+    raylm -q|-v COMMAND ...                        # quiet (warnings, results) or verbose
     raylm runs [OUTPUT_DIR] [--json]               # every run: state, best metric, steps, time
     raylm compare RUN RUN ... [-o compare.png]     # config differences, metrics, curves
 
@@ -21,6 +22,25 @@ from raylm.config import Config, ConfigError
 from raylm.recipe import load_config
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__.split("\n\n")[0])
+
+
+@app.callback()
+def _console(
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="Warnings, errors and results only.")
+    ] = False,
+    verbose: Annotated[
+        bool,
+        typer.Option("--verbose", "-v", help="Also Ray Data's progress bars and plans, anywhere."),
+    ] = False,
+):
+    """Console level for every command (raylm.console): `raylm -q run ...`, `raylm -v run ...`."""
+    from raylm.console import NORMAL, QUIET, VERBOSE, set_verbosity
+
+    if quiet and verbose:
+        raise typer.BadParameter("--quiet and --verbose together")
+    set_verbosity(QUIET if quiet else VERBOSE if verbose else NORMAL)
+
 
 ConfigArg = Annotated[str, typer.Argument(help="Recipe YAML, e.g. examples/sentiment_zh.yaml.")]
 OutputOpt = Annotated[

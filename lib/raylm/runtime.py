@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from raylm import reaper
+from raylm import console, reaper
 from raylm.config import RunConfig, TrainConfig
 from raylm.configkit import ConfigError
 
@@ -27,10 +27,13 @@ _EMBEDDED = False  # whether ensure_ray started this process's Ray itself (no au
 
 
 def configure_ray_data() -> None:
-    """Ray Data settings for the Datasets this process creates (each copies the context)."""
+    """Ray Data settings for the Datasets this process creates (each copies the context): the
+    V1 Parquet reader, and progress and INFO lines as `raylm -q/-v` asks (raylm.console)."""
     from ray.data import DataContext
 
-    DataContext.get_current().use_datasource_v2 = False  # see WORKER_DATA_ENV
+    context = DataContext.get_current()
+    context.use_datasource_v2 = False  # see WORKER_DATA_ENV
+    console.quiet_ray_data(context)
 
 
 def ensure_ray(run: RunConfig) -> None:
@@ -47,7 +50,8 @@ def ensure_ray(run: RunConfig) -> None:
     if address and address != "local":  # join a running cluster: its size is its own
         ray.init(address=address, log_to_driver=True)
     else:  # a new embedded Ray (also RAY_ADDRESS=local): run.num_cpus applies
-        for name, value in {**WORKER_ALLOCATOR_ENV, **WORKER_DATA_ENV}.items():  # workers inherit
+        worker_env = {**WORKER_ALLOCATOR_ENV, **WORKER_DATA_ENV, **console.worker_env()}
+        for name, value in worker_env.items():  # its workers inherit this environment
             os.environ.setdefault(name, value)  # a value the user set wins
         ray.init(
             address=address,

@@ -18,7 +18,7 @@ LIB = Path(__file__).resolve().parents[2] / "lib"
 
 # Lowest first. docs/architecture.md draws the same table.
 LAYERS: list[list[str]] = [
-    ["raylm.configkit", "raylm.fsutil", "raylm.reaper"],
+    ["raylm.configkit", "raylm.fsutil", "raylm.reaper", "raylm.console"],
     # typed sections of the recipe schema
     [
         "raylm.serve.schemas",

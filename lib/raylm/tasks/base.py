@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
+from raylm.console import say as say  # the tasks' console line (re-exported)
+
 if TYPE_CHECKING:
     from raylm.config import Config
 
@@ -98,7 +100,3 @@ def ignored_fields(section: Any, names: tuple[str, ...], prefix: str, why: str) 
         if getattr(section, name) != default:
             out.append(f"{prefix}.{name}: ignored by this task: {why}")
     return out
-
-
-def say(msg: str) -> None:
-    print(f"[raylm] {msg}", flush=True)

@@ -23,7 +23,9 @@ import torch
 import torch.distributed as dist
 
 from raylm.config import Config, TrainConfig, parse_config
+from raylm.console import QUIET, verbosity
 from raylm.data.collate import count_tokens
+from raylm.runtime import configure_ray_data
 from raylm.tasks import RunSpec, get_task
 from raylm.tracking import Tracker
 from raylm.train.flops import mfu
@@ -44,10 +46,11 @@ class LoopState:
 
 
 def say(msg: str) -> None:
-    """Console line from a worker. Not print(): Ray Train patches print() into a logger that
-    also tees to stdout, which would show every line twice."""
-    sys.stdout.write(f"[raylm] {msg}\n")
-    sys.stdout.flush()
+    """Console line from a worker (a quiet run keeps warnings). Not print(): Ray Train patches
+    print() into a logger that also tees to stdout, which would show every line twice."""
+    if verbosity() > QUIET or msg.startswith(("warning", "error")):
+        sys.stdout.write(f"[raylm] {msg}\n")
+        sys.stdout.flush()
 
 
 def _rank() -> int:
@@ -355,6 +358,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 
     cfg: Config = parse_config(config["cfg"])
     spec: RunSpec = config["spec"]
+    configure_ray_data()  # this worker iterates its shards: no progress lines outside a terminal
     task = get_task(spec.task)
     torch.manual_seed(cfg.train.seed)
     torch.set_num_threads(max(1, int(cfg.train.cpus_per_worker)))
