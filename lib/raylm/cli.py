@@ -52,6 +52,14 @@ SetOpt = Annotated[
 ]
 
 
+def _console_out():
+    """Rich's console for tables: in a pipe or a log (no terminal width) 160 columns, not 80,
+    so that run names and paths are not cut."""
+    from rich.console import Console
+
+    return Console() if sys.stdout.isatty() else Console(width=160)
+
+
 def _load(config: str, output: str | None, name: str | None, overrides: list[str] | None) -> Config:
     items = list(overrides or [])
     if output:
@@ -175,7 +183,6 @@ def checkpoints(
         for row in rows:
             typer.echo(json.dumps(row))
         return
-    from rich.console import Console
     from rich.table import Table
 
     table = Table("checkpoint", "step", "state", "validation", "problem")
@@ -185,7 +192,7 @@ def checkpoints(
         table.add_row(
             r["checkpoint"], str(r["step"]), f"[{colour}]{r['state']}", shown, r["detail"]
         )
-    Console().print(table)
+    _console_out().print(table)
 
 
 @app.command()
@@ -212,9 +219,8 @@ def runs(
     if not found:
         typer.echo(f"no runs in {output_dir} (no subfolder holds a config.yaml)")
         return
-    from rich.console import Console
 
-    Console().print(runs_table(found))
+    _console_out().print(runs_table(found))
 
 
 @app.command()
@@ -242,9 +248,8 @@ def compare(
     if as_json:
         typer.echo(json.dumps({**result, "plot": png}, indent=2, default=str))
         return
-    from rich.console import Console
 
-    console = Console()
+    console = _console_out()
     console.print(compare_table(result))
     console.print(f"curves: {png}" if png else "curves: none (no run has a training history)")
 
@@ -261,7 +266,6 @@ def plan(
 ):
     """Per-device memory of every data x pipeline x tensor-parallel x ZeRO layout on N devices,
     ranked, marking those that do not fit; prints the --set line of the best one."""
-    from rich.console import Console
     from rich.table import Table
 
     from raylm.plan import GiB
@@ -273,7 +277,7 @@ def plan(
         raise typer.Exit(2)
     shape, rows = make_plan(cfg, gpus, gpu_memory, nodes)
     per_node = gpus // nodes
-    console = Console()
+    console = _console_out()
     console.print(
         f"{cfg.model.task}: {shape.model_type}, {shape.layers} layers, hidden {shape.hidden}, "
         f"{shape.heads} heads, vocabulary {shape.vocab}; "

@@ -25,7 +25,10 @@ QUIET, NORMAL, VERBOSE = 0, 1, 2
 # what an embedded Ray's workers read, through RAY_DATA_LOGGING_CONFIG.
 RAY_DATA_LOGGING = Path(__file__).with_name("ray_data_logging.yaml")
 # Ray's warnings that a raylm user can do nothing about (shown with -v).
-UNACTIONABLE = ("ray._private.authentication.authentication_token_setup",)
+UNACTIONABLE = (
+    "ray._private.authentication.authentication_token_setup",  # raylm turns token auth on
+    "ray.data._internal.progress",  # "Progress bars disabled": raylm turned them off
+)
 
 
 def verbosity() -> int:
