@@ -14,7 +14,7 @@ then calls one library function.
 from __future__ import annotations
 
 import sys
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
 
@@ -50,6 +50,12 @@ NameOpt = Annotated[str | None, typer.Option("--name", help="Run name (run.name)
 SetOpt = Annotated[
     list[str] | None, typer.Option("--set", "-s", help="Override: section.field=value.")
 ]
+
+
+def _fail(err: BaseException) -> NoReturn:
+    """`error: <message>` in red on stderr, exit status 1."""
+    typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(1) from None
 
 
 def _console_out():
@@ -140,8 +146,7 @@ def serve(
     try:
         serve_command(target, config, build=build, output=output)
     except (ConfigError, FileNotFoundError, ServeStartupError) as err:
-        typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)
-        raise typer.Exit(1) from None
+        _fail(err)
 
 
 @app.command()
@@ -177,8 +182,7 @@ def checkpoints(
     try:
         rows = list_checkpoints(run_dir)
     except (FileNotFoundError, ValueError) as err:
-        typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)
-        raise typer.Exit(1) from None
+        _fail(err)
     if as_json:
         for row in rows:
             typer.echo(json.dumps(row))
@@ -211,8 +215,7 @@ def runs(
     try:
         found = list_runs(output_dir)
     except (FileNotFoundError, ValueError) as err:
-        typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)
-        raise typer.Exit(1) from None
+        _fail(err)
     if as_json:
         typer.echo(json.dumps([dataclasses.asdict(r) for r in found], indent=2, default=str))
         return
@@ -243,8 +246,7 @@ def compare(
         result = compare_runs(run_dirs)
         png = plot_curves(run_dirs, output or Path(run_dirs[0]).parent / "compare.png")
     except (OSError, ValueError) as err:  # OSError: the PNG's folder is not writable
-        typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)
-        raise typer.Exit(1) from None
+        _fail(err)
     if as_json:
         typer.echo(json.dumps({**result, "plot": png}, indent=2, default=str))
         return
@@ -333,8 +335,7 @@ def _jobs(fn, *args) -> None:
     try:
         fn(*args)
     except (SubmitError, ConfigError, FileNotFoundError) as err:
-        typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)
-        raise typer.Exit(1) from None
+        _fail(err)
 
 
 @app.command()
