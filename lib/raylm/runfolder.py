@@ -28,12 +28,13 @@ SHAPING = ("data", "model")  # sections that decide what the folder's data and w
 COMPATIBLE = {"model.gradient_checkpointing"}  # compute only: the same weights either way
 
 
-def _flat(data: Any, prefix: str = "") -> dict[str, Any]:
+def flatten(data: Any, prefix: str = "") -> dict[str, Any]:
+    """Dotted field -> value of a nested mapping (`{"train": {"lr": 1}}` -> `{"train.lr": 1}`)."""
     if not isinstance(data, dict):
         return {prefix: data}
     out: dict[str, Any] = {}
     for key, value in data.items():
-        out.update(_flat(value, f"{prefix}.{key}" if prefix else str(key)))
+        out.update(flatten(value, f"{prefix}.{key}" if prefix else str(key)))
     return out
 
 
@@ -49,7 +50,7 @@ def _as_current(recorded: dict[str, Any]) -> dict[str, Any]:
 
 def differences(old: dict[str, Any], new: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
     """Dotted field -> (old, new) for every field whose value differs."""
-    a, b = _flat(old), _flat(new)
+    a, b = flatten(old), flatten(new)
     return {k: (a.get(k), b.get(k)) for k in sorted(a.keys() | b.keys()) if a.get(k) != b.get(k)}
 
 

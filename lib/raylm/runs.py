@@ -26,7 +26,7 @@ from typing import Any
 
 import yaml
 
-from raylm.runfolder import RECORD, _flat, differences
+from raylm.runfolder import RECORD, differences, flatten
 from raylm.runstate import read_state
 
 IGNORED_FIELDS = {"run.name", "run.output_dir"}  # differ between any two runs by construction
@@ -127,7 +127,7 @@ def _test_metrics(metrics: Any) -> dict[str, float]:
     section = _section(metrics, "test") or _section(_section(metrics, "model"), "test")
     if not section and isinstance(metrics, dict):
         section = {k.removeprefix("test_"): v for k, v in metrics.items() if k.startswith("test_")}
-    return {k: v for k, v in _flat(section).items() if _number(v)}
+    return {k: v for k, v in flatten(section).items() if _number(v)}
 
 
 def read_run(run_dir: str | os.PathLike) -> RunInfo:
@@ -191,7 +191,7 @@ def compare(paths: Sequence[str | os.PathLike]) -> dict[str, Any]:
     names = _names(dirs)
     configs = [_config(d) for d in dirs]
     fields = sorted({k for c in configs[1:] for k in differences(configs[0], c)} - IGNORED_FIELDS)
-    flat = [_flat(c) for c in configs]
+    flat = [flatten(c) for c in configs]
     rows: list[dict[str, Any]] = []
     for d in dirs:
         info = read_run(d)

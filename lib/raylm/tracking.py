@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from raylm.config import Config
-from raylm.runfolder import _flat
+from raylm.runfolder import flatten
 
 RECORD = "tracking.json"
 PARAM_CHARS = 6000  # MLflow's limit on a param value
@@ -110,7 +110,7 @@ def open_run(cfg: Config, parent_run_id: str | None = None) -> TrackingTarget | 
     run_id = run.info.run_id
     params = [
         Param(k, json.dumps(v) if not isinstance(v, str) else v)
-        for k, v in _flat(cfg.model_dump(mode="json")).items()
+        for k, v in flatten(cfg.model_dump(mode="json")).items()
     ]
     for i in range(0, len(params), 100):  # MLflow takes at most 100 params a call
         chunk = [Param(p.key, p.value[:PARAM_CHARS]) for p in params[i : i + 100]]
