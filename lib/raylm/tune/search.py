@@ -65,10 +65,11 @@ def _make_trial(base: dict[str, Any], sweep: str, parent_run_id: str | None = No
         from raylm.runtime import configure_ray_data
         from raylm.train.driver import run_trainer
 
-        # Several trials share one console: Ray Data's per-epoch progress bars from each would
-        # bury the trial table and raylm's step lines. Datasets copy this context when created.
-        DataContext.get_current().enable_progress_bars = False
         configure_ray_data()  # a trial's process may be a worker of a Ray that raylm did not start
+        # Several trials share one console: Ray Data's per-epoch progress bars from each would
+        # bury the trial table and raylm's step lines, even with -v (configure_ray_data would
+        # turn them on). Datasets copy this context when created.
+        DataContext.get_current().enable_progress_bars = False
 
         trial_id = tune.get_context().get_trial_id()
         cfg = trial_config(base, sample, f"{sweep}_{trial_id}")
