@@ -6,6 +6,7 @@
     raylm -q|-v COMMAND ...                        # quiet (warnings, results) or verbose
     raylm runs [OUTPUT_DIR] [--json]               # every run: state, best metric, steps, time
     raylm compare RUN RUN ... [-o compare.png]     # config differences, metrics, curves
+    raylm predict RUN_OR_MODEL -i FILES -o DIR     # batch inference over files (Ray Data)
 
 Each command loads and validates the config first (a bad field fails before any work starts),
 then calls one library function.
@@ -257,6 +258,55 @@ def compare(
 
 
 @app.command()
+def predict(
+    model: Annotated[str, typer.Argument(help="Run folder (its model/) or model folder.")],
+    inputs: Annotated[
+        list[str],
+        typer.Option("--input", "-i", help="Input file, folder, glob or URI (repeatable)."),
+    ],
+    output: Annotated[
+        str, typer.Option("--output", "-o", help="Folder for predictions/, rejects, summary.")
+    ],
+    task: Annotated[
+        str | None, typer.Option(help="The model's task, if no raylm.json says it.")
+    ] = None,
+    fmt: Annotated[
+        str | None,
+        typer.Option("--format", help="text|jsonl|csv|parquet|squad (default: by extension)."),
+    ] = None,
+    text_column: Annotated[
+        str | None, typer.Option(help="Column holding the text (default: the recipe's).")
+    ] = None,
+    batch_size: Annotated[int, typer.Option(min=1, help="Rows per model call.")] = 256,
+    concurrency: Annotated[
+        int | None, typer.Option(min=1, help="Model actors (default: GPUs, else CPUs - 1).")
+    ] = None,
+    num_gpus: Annotated[
+        float | None, typer.Option(min=0, help="GPUs per actor (default: 1 if any).")
+    ] = None,
+    cpus_per_actor: Annotated[
+        float, typer.Option(min=0.1, help="CPUs per actor (torch threads: rounded, >= 1).")
+    ] = 1.0,
+    max_new_tokens: Annotated[int, typer.Option(min=1, help="Tokens per generation.")] = 32,
+    constrain: Annotated[
+        bool | None,
+        typer.Option("--constrain/--free", help="Generated answers on the page or free."),
+    ] = None,
+):
+    """Batch inference: every row of the inputs through the model, as a Ray Data job."""
+    from raylm.predict import predict_files
+
+    try:
+        predict_files(
+            model, inputs, output, task=task, fmt=fmt, text_column=text_column,
+            batch_size=batch_size, concurrency=concurrency, num_gpus=num_gpus,
+            cpus_per_actor=cpus_per_actor, max_new_tokens=max_new_tokens, constrain=constrain,
+        )  # fmt: skip
+    except (OSError, ValueError) as err:
+        _fail(_message(err))
+
+
+@app.command()
 def plan(
     config: ConfigArg,
     gpus: Annotated[int, typer.Option("--gpus", min=1, help="Devices in all.")] = 1,
@@ -340,18 +390,29 @@ def _jobs(fn, *args) -> None:
 
 @app.command()
 def submit(
-    job: Annotated[str, typer.Argument(help="run|preprocess|train|tune|serve (ray_jobs/*.py).")],
-    config: ConfigArg,
+    job: Annotated[
+        str, typer.Argument(help="run|preprocess|train|tune|serve|predict (ray_jobs/*.py).")
+    ],
+    config: Annotated[
+        str, typer.Argument(help="Recipe YAML; for predict, the run or model folder.")
+    ],
     address: AddressOpt = None,
     set: SetOpt = None,
     num_cpus: Annotated[float, typer.Option("--num-cpus", help="CPUs for the driver.")] = 0,
     num_gpus: Annotated[float, typer.Option("--num-gpus", help="GPUs for the driver.")] = 0,
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Stream the log.")] = False,
+    job_args: Annotated[
+        list[str] | None,
+        typer.Argument(help="predict only, after --: its options (--input ... --output ...)."),
+    ] = None,
 ):
-    """Upload this checkout and run ray_jobs/JOB.py with CONFIG as a Ray job on a cluster."""
+    """Upload this checkout and run ray_jobs/JOB.py with CONFIG as a Ray job on a cluster.
+
+    raylm submit predict RUN_OR_MODEL -- --input FILES --output DIR
+    """
     from raylm.jobs.cli import submit_command
 
-    _jobs(submit_command, job, config, address, set, num_cpus, num_gpus, follow)
+    _jobs(submit_command, job, config, address, set, num_cpus, num_gpus, follow, job_args)
 
 
 @app.command()

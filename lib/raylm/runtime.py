@@ -26,6 +26,11 @@ WORKER_DATA_ENV = {"RAY_DATA_USE_DATASOURCE_V2": "0"}
 _EMBEDDED = False  # whether ensure_ray started this process's Ray itself (no autoscaler)
 
 
+def embedded() -> bool:
+    """Whether this process started its own Ray (of a fixed size: no autoscaler)."""
+    return _EMBEDDED
+
+
 def configure_ray_data() -> None:
     """Ray Data settings for the Datasets this process creates (each copies the context): the
     V1 Parquet reader, and progress and INFO lines as `raylm -q/-v` asks (raylm.console)."""

@@ -142,7 +142,7 @@ def train(cfg: Config) -> dict[str, Any]:
 @recorded("export")
 def export(cfg: Config, checkpoint: str | None = None) -> Path:
     """Copy the best (or given) checkpoint's model + tokenizer into <run>/model."""
-    from raylm.models.export import export_model
+    from raylm.models.export import add_model_meta, export_model
 
     run_dir = run_dir_of(cfg)
     if checkpoint is None:
@@ -153,6 +153,12 @@ def export(cfg: Config, checkpoint: str | None = None) -> Path:
     mark_running(run_dir)
     merge = cfg.model.lora.merge if cfg.model.lora else True
     out = export_model(checkpoint, data_dir_of(cfg) / "tokenizer", run_dir / "model", merge)
+    # How the training texts were prepared travels with the model: `raylm predict` prepares
+    # its inputs the same way.
+    prep = {"clean": cfg.data.clean.model_dump(mode="json"), "convert": cfg.data.convert,
+            "text_column": cfg.data.text_column,
+            "constrain_to_context": cfg.run.qa.constrain_to_context}  # fmt: skip
+    add_model_meta(out, preprocess=prep)
     say(f"exported model to {out}")
     return out
 

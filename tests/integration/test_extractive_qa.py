@@ -90,6 +90,16 @@ def test_extractive_qa_fine_tunes_a_bert_layout_folder_and_answers_from_the_cont
         start = p["pred_start"]
         assert contexts[p["id"]][start : start + len(p["prediction"])] == p["prediction"]
         assert 0 < len(p["prediction"]) <= 30
+    # `raylm predict` over the same questions gives the same spans.
+    from raylm.predict import predict_files
+
+    out = run_dir / "predicted"
+    summary = predict_files(str(run_dir), [str(cfg.run.data_path / "test")], out, concurrency=1)
+    assert summary["predicted"] == len(preds) and summary["format"] == "parquet"
+    spans = {r["id"]: r for r in pq.read_table(out / "predictions").to_pylist()}
+    for p in preds:
+        assert spans[p["id"]]["answer"] == p["prediction"]
+        assert spans[p["id"]]["start"] == p["pred_start"]
     report = (run_dir / "report.md").read_text(encoding="utf-8")
     assert "baseline" in report and "exact_match" in report
 

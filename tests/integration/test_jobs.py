@@ -228,6 +228,33 @@ def test_pipeline_job_succeeds_with_model_in_storage(pipeline_job, workdir):
     assert 0.0 <= test["accuracy"] <= 1.0
 
 
+PREDICT_CLIENT = textwrap.dedent(
+    """
+    import json, sys
+    from raylm.jobs import cli
+
+    args = ["--input", "data/corpus.jsonl", "--output", sys.argv[2], "--concurrency", "1"]
+    job_id = cli.submit_command("predict", sys.argv[1], follow=True, job_args=args)
+    print("RESULT " + json.dumps({"job_id": job_id}), flush=True)
+    """
+)
+
+
+def test_predict_job_labels_every_line_of_an_uploaded_file(pipeline_job, head, workdir):
+    wd, storage = workdir
+    out = storage / "predicted"
+    model = storage / "runs" / "api"  # the pipeline job's run folder, on the "shared" disk
+    t0 = time.time()
+    run = _run([sys.executable, "-c", PREDICT_CLIENT, str(model), str(out)], wd, head, 600)
+    print(f"predict job: {time.time() - t0:.0f}s")
+    assert _result(run.stdout)["job_id"].startswith("raylm-predict-api-")
+    summary = json.loads((out / "summary.json").read_text())
+    lines = len((wd / "data" / "corpus.jsonl").read_text().splitlines())
+    assert summary["rows"] == lines and summary["predicted"] > 0.9 * lines, summary
+    assert summary["predicted"] + sum(summary["rejected"].values()) == lines
+    assert summary["actors"] == 1 and summary["task"] == "classification"
+
+
 def test_train_job_through_plain_ray_cli(pipeline_job, head, workdir):
     wd, storage = workdir
     data_dir = storage / "runs" / "api" / "data"  # preprocessed by the pipeline job

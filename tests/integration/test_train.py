@@ -87,6 +87,36 @@ def test_two_workers_zero2_loss_falls_and_params_change(prepared):
             probs = model(**enc).logits.softmax(-1)[0]
             assert int(probs.argmax()) == row["pred"], row
             assert float(probs.max()) == pytest.approx(row["prob"], abs=1e-4), row
+    _predict_agrees_with_evaluate(run_dir, cfg.run.data_path / "test", rows)
+
+
+def _predict_agrees_with_evaluate(run_dir: Path, test_dir: Path, evaluated: list[dict]) -> None:
+    """`raylm predict` over the test split (cleaned again, as any input is) gives evaluate's
+    labels; a file with bad lines gives each a counted reject, and the good ones predictions."""
+    import pyarrow.parquet as pq
+
+    from raylm.predict import predict_files
+
+    out = run_dir.parent / "predicted"
+    summary = predict_files(str(run_dir), [str(test_dir)], out, concurrency=1)
+    got = {r["text"]: r for r in pq.read_table(out / "predictions").to_pylist()}
+    assert summary["predicted"] == len(got) == len(evaluated) and summary["rejected"] == {}
+    for row in evaluated:
+        assert got[row["text"]]["label_id"] == row["pred"], row
+        assert got[row["text"]]["label"] == ("neg", "pos")[row["pred"]]
+        assert got[row["text"]]["score"] == pytest.approx(row["prob"], abs=1e-5), row
+
+    bad = run_dir.parent / "bad.jsonl"
+    bad.write_bytes(b'{"text": "\xe4\xb9\xa6\xe5\xbe\x88\xe5\xa5\xbd"}\nnot json\n'
+                    b'{"other": 1}\n\xff\xfe\n{"text": "x"}\n{"text": "bad bad"}\n')  # fmt: skip
+    summary = predict_files(str(run_dir / "model"), [str(bad)], out, concurrency=1)
+    assert summary["rejected"] == {
+        "invalid_json": 1, "invalid_utf8": 1, "missing_text": 1, "too_short": 1
+    }  # fmt: skip
+    assert summary["predicted"] == 2 and summary["rows"] == 6
+    rejects = [json.loads(x) for x in (out / "rejects.jsonl").read_text().splitlines()]
+    assert sorted(r["line"] for r in rejects) == [2, 3, 4, 5]
+    assert len(pq.read_table(out / "predictions")) == 2  # the earlier prediction was replaced
 
 
 # ZeRO-1 also streams its data from the files (tokenizing every epoch) instead of caching it.

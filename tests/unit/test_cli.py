@@ -45,6 +45,21 @@ OPTIONS = {
     "list": {"--address", "-a"},
     "runs": {"--json"},
     "compare": {"--output", "-o", "--json"},
+    "predict": {
+        "--input",
+        "-i",
+        "--output",
+        "-o",
+        "--task",
+        "--format",
+        "--text-column",
+        "--batch-size",
+        "--concurrency",
+        "--num-gpus",
+        "--max-new-tokens",
+        "--constrain",
+        "--free",
+    },
 }
 # A cluster command must fail fast when nothing answers (connection refused: no wait at all).
 UNREACHABLE_BOUND_S = 30.0
@@ -242,6 +257,20 @@ def test_cluster_commands_fail_fast_naming_an_unreachable_address(cli, args):
     assert "ray start --head" in result.stderr  # and what to do about it
     assert result.stdout == ""  # nothing claimed to be submitted / listed
     assert took < UNREACHABLE_BOUND_S, f"{args[0]} took {took:.1f}s to give up"
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (("submit", "predict", "outputs/run", "--", "-o", "p"), "predict needs --input after --"),
+        (("submit", "predict", "outputs/run", "--", "-i", "x.jsonl"), "predict needs --output"),
+        (("submit", "train", "examples/sentiment_zh.yaml", "--", "-i", "x"), "for `predict` only"),
+    ],
+)
+def test_submit_checks_predicts_arguments_before_any_upload(cli, args, message):
+    # The address is closed: an error about it would mean the arguments were not checked first.
+    result = cli(*args[:3], "--address", f"http://127.0.0.1:{_closed_port()}", *args[3:])
+    assert result.exit_code == 1 and message in result.stderr, result.output
 
 
 PREFLIGHT = textwrap.dedent(

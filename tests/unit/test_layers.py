@@ -40,7 +40,7 @@ LAYERS: list[list[str]] = [
     ["raylm.runfolder", "raylm.runstate"],
     ["raylm.tracking"],
     ["raylm.train.tensor_parallel"],
-    ["raylm.train.flops", "raylm.train.deepspeed", "raylm.train.manifest"],
+    ["raylm.train.flops", "raylm.train.deepspeed", "raylm.train.manifest", "raylm.train.ledger"],
     ["raylm.train.pipeline"],
     ["raylm.train.checkpoint"],
     ["raylm.train.loop"],
@@ -56,7 +56,7 @@ LAYERS: list[list[str]] = [
     ["raylm.tune.search"],
     ["raylm.tune.cli"],
     ["raylm.jobs"],
-    ["raylm.runs"],
+    ["raylm.runs", "raylm.predict"],
     ["raylm.cli"],
 ]
 

@@ -10,6 +10,13 @@ from typing import Any
 import numpy as np
 
 
+def one_actor() -> Any:
+    """Ray Data's compute strategy of one actor (map_batches' `concurrency=1`, deprecated)."""
+    from ray.data import ActorPoolStrategy
+
+    return ActorPoolStrategy(size=1)
+
+
 class ClassifierPredictor:
     """Loaded once per Ray Data actor; scores batches of raw texts."""
 
@@ -47,7 +54,7 @@ def predict_classification(ds: Any, model_dir: str, max_length: int = 128, batch
         fn_constructor_kwargs={"model_dir": str(model_dir), "max_length": max_length},
         batch_size=batch_size,
         batch_format="numpy",
-        concurrency=1,  # one actor: the model is loaded once and reused for every batch
+        compute=one_actor(),  # the model is loaded once and reused for every batch
     )
 
 
@@ -81,7 +88,7 @@ def perplexity_of(ds: Any, model_dir: str, batch_size: int = 16) -> dict[str, fl
         fn_constructor_kwargs={"model_dir": str(model_dir)},
         batch_size=batch_size,
         batch_format="numpy",
-        concurrency=1,
+        compute=one_actor(),
     ).to_pandas()
     nll, tokens = float(sums["nll"].sum()), float(sums["tokens"].sum())
     return {"loss": nll / max(tokens, 1), "perplexity": perplexity(nll, tokens), "tokens": tokens}
@@ -130,7 +137,7 @@ def masked_lm_scores(
         fn_constructor_kwargs={"model_dir": str(model_dir), "seed": seed, "mask_prob": mask_prob},
         batch_size=batch_size,
         batch_format="numpy",
-        concurrency=1,
+        compute=one_actor(),
     ).to_pandas()
     nll, tokens = float(sums["nll"].sum()), float(sums["tokens"].sum())
     return {
@@ -194,5 +201,5 @@ def answer_questions(ds: Any, model_dir: str, max_length: int, max_new_tokens: i
         },
         batch_size=16,
         batch_format="numpy",
-        concurrency=1,
+        compute=one_actor(),
     )

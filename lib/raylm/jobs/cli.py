@@ -66,12 +66,14 @@ def submit_command(
     num_cpus: float = 0,
     num_gpus: float = 0,
     follow: bool = False,
+    job_args: list[str] | None = None,
 ) -> str:
     """Validate, upload the current dir, start ray_jobs/<job>.py; print how to follow it."""
     url = resolve_address(address)
     job_id = submit_job(
-        job, config, address=url, overrides=overrides, num_cpus=num_cpus, num_gpus=num_gpus
-    )
+        job, config, address=url, overrides=overrides, num_cpus=num_cpus, num_gpus=num_gpus,
+        job_args=job_args,
+    )  # fmt: skip
     flag = f" --address {address}" if address else ""
     _out(f"submitted {job_id} to {url}")
     if not follow:

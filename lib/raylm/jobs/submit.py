@@ -8,6 +8,15 @@ or a cluster.yaml cluster behind `ray dashboard cluster.yaml`. Everything that c
 locally is checked before the working tree is uploaded: the config validates, its file and the
 working dir exist, and the Jobs API answers. The job runs `python ray_jobs/<job>.py --config ...`
 in the uploaded working dir, with this checkout's raylm package ahead of any installed one.
+
+`predict` takes a model instead of a config, and `raylm predict`'s options after `--`:
+
+    raylm submit predict /shared/outputs/sentiment_zh -- -i s3://bucket/reviews/ -o /shared/preds
+    submit_job("predict", "/shared/outputs/sentiment_zh", job_args=["-i", "...", "-o", "..."])
+
+The model and the output folder are paths the job's driver reads and writes on the cluster (a
+shared filesystem); inputs are any path or URI the cluster's nodes can read, or files inside the
+uploaded working dir, given relative to it.
 """
 
 from __future__ import annotations
@@ -169,6 +178,7 @@ def submit_job(
     num_gpus: float = 0,
     pip: list[str] | None = None,
     working_dir: str = ".",
+    job_args: list[str] | None = None,
 ) -> str:
     """Validate locally, upload `working_dir`, start `ray_jobs/<job>.py`; returns the job id.
 
@@ -186,6 +196,10 @@ def submit_job(
     if job not in jobs:
         where = f"{wd}/ray_jobs has: {', '.join(jobs)}" if jobs else f"no {wd}/ray_jobs/*.py"
         raise SubmitError(f"unknown job '{job}' ({where}); is {wd} the raylm repo root?")
+    if job == "predict":
+        return _submit_predict(config_path, wd, address, job_args or [], num_cpus, num_gpus, pip)
+    if job_args:
+        raise SubmitError(f"arguments after -- ({shlex.join(job_args)}) are for `predict` only")
     config = Path(config_path).resolve()
     if not config.is_file():
         raise SubmitError(f"config file {config_path} not found")
@@ -205,6 +219,33 @@ def submit_job(
         submission_id=f"raylm-{job}-{cfg.run.name}-{uuid.uuid4().hex[:8]}",
         runtime_env=build_runtime_env(wd, pip),
         metadata={"raylm_job": job, "config": rel_config},
+        entrypoint_num_cpus=num_cpus,
+        entrypoint_num_gpus=num_gpus,
+    )
+
+
+def _submit_predict(
+    model: str,
+    wd: Path,
+    address: str | None,
+    args: list[str],
+    num_cpus: float,
+    num_gpus: float,
+    pip: list[str] | None,
+) -> str:
+    """`python ray_jobs/predict.py MODEL ARGS...`: the arguments are checked by the job itself,
+    but a call without --input or --output is refused here, before the upload."""
+    for needed in (("--input", "-i"), ("--output", "-o")):
+        if not any(a in needed or a.startswith(needed[0] + "=") for a in args):
+            raise SubmitError(f"predict needs {needed[0]} after --, e.g. raylm submit predict "
+                              f"{model} -- --input FILES --output DIR")  # fmt: skip
+    client = _client(address)
+    name = Path(model.rstrip("/")).name or "model"
+    return client.submit_job(
+        entrypoint=shlex.join(["python", "ray_jobs/predict.py", model, *args]),
+        submission_id=f"raylm-predict-{name}-{uuid.uuid4().hex[:8]}",
+        runtime_env=build_runtime_env(wd, pip),
+        metadata={"raylm_job": "predict", "model": model},
         entrypoint_num_cpus=num_cpus,
         entrypoint_num_gpus=num_gpus,
     )

@@ -2,7 +2,8 @@
 
     <run>/model/  config.json + model.safetensors   plain `transformers` `from_pretrained`
                   tokenizer files                   `AutoTokenizer.from_pretrained`
-                  raylm.json                        task, labels, max_length, prompt template
+                  raylm.json                        task, labels, max_length, prompt template,
+                                                    preprocess (cleaning, for raylm predict)
 
 Nothing in it needs unpickling. Each checkpoint carries the same folder as `hf/` (without the
 tokenizer); `export_model` copies the best one's into place atomically.
@@ -54,6 +55,14 @@ def read_model_meta(model_dir: str | Path) -> dict[str, Any]:
     """The folder's raylm.json as a mapping (empty for a folder raylm did not write)."""
     path = Path(model_dir) / RAYLM_META
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+
+
+def add_model_meta(model_dir: str | Path, **facts: Any) -> None:
+    """Add `facts` to the folder's raylm.json (rewritten whole, atomically)."""
+    from raylm.fsutil import write_atomic
+
+    meta = {**read_model_meta(model_dir), **facts}
+    write_atomic(Path(model_dir) / RAYLM_META, json.dumps(meta, ensure_ascii=False, indent=2))
 
 
 def export_model(

@@ -75,6 +75,9 @@ class Task:
     evaluate: Callable[[Config, Path, Path], dict[str, Any]]
     serve_with: Literal["classifier", "generator", "extractor"] | None  # Serve deployment, if any
     endpoints: frozenset[str]  # Serve endpoints it answers: classify, complete, qa
+    # What `raylm predict` makes of each input row (raylm.predict.RowPredictor), if anything:
+    # a label of a text, a completion of a text, a generated or an extracted answer.
+    predicts: Literal["classify", "complete", "answer", "extract"] | None
 
 
 def train_examples(stats: dict[str, Any]) -> int:

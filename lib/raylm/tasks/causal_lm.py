@@ -122,4 +122,5 @@ TASK = Task(
     evaluate=evaluate,
     serve_with="generator",
     endpoints=frozenset({"complete", "qa"}),
+    predicts="complete",
 )

@@ -137,4 +137,5 @@ TASK = Task(
     evaluate=evaluate,
     serve_with="classifier",
     endpoints=frozenset({"classify"}),
+    predicts="classify",
 )

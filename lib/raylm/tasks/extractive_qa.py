@@ -179,6 +179,7 @@ def skeleton(model: ModelConfig, vocab_size: int, num_labels: int = 2, pad_id: i
 def evaluate(cfg: Config, run_dir: Path, data_dir: Path) -> dict[str, Any]:
     """Answer every test question with the exported model; CMRC EM/F1 beside the baseline."""
     from raylm.data.pipeline import read_split
+    from raylm.eval.predict import one_actor
     from raylm.eval.qa import qa_scores
     from raylm.eval.qa_baseline import overlap_answer
     from raylm.eval.report import write_evaluation
@@ -192,7 +193,7 @@ def evaluate(cfg: Config, run_dir: Path, data_dir: Path) -> dict[str, Any]:
             fn_constructor_kwargs={"model_dir": str(run_dir / "model")},
             batch_size=64,
             batch_format="numpy",
-            concurrency=1,  # one actor: the model is loaded once
+            compute=one_actor(),  # the model is loaded once
         )
         .to_pandas()
         .set_index("id")
@@ -237,4 +238,5 @@ TASK = Task(
     evaluate=evaluate,
     serve_with="extractor",
     endpoints=frozenset({"qa"}),
+    predicts="extract",
 )

@@ -128,4 +128,5 @@ TASK = Task(
     evaluate=evaluate,
     serve_with=None,
     endpoints=frozenset(),
+    predicts=None,
 )

@@ -100,4 +100,5 @@ TASK = Task(
     evaluate=evaluate,
     serve_with="generator",
     endpoints=frozenset({"complete", "qa"}),
+    predicts="answer",
 )

@@ -28,12 +28,18 @@ def test_every_task_fills_the_protocol(name):
     task = TASKS[name]
     for f in dataclasses.fields(Task):
         value = getattr(task, f.name)
-        if f.name in ("serve_with", "endpoints") and task.serve_with is None:
-            continue  # a task whose models Serve does not hold (mlm: fine-tuned first)
+        if f.name in ("serve_with", "endpoints", "predicts") and task.serve_with is None:
+            continue  # a task whose models Serve and predict do not hold (mlm: fine-tuned first)
         assert value is not None and value != "", f"{name}.{f.name} is empty"
     assert task.best_metric[1] in ("max", "min") and task.best_metric[0].startswith("val_")
     assert task.endpoints <= {"classify", "complete", "qa"}
     assert bool(task.endpoints) == (task.serve_with is not None)
+    # Whatever Serve answers for, `raylm predict` predicts too, by a method of RowPredictor.
+    assert (task.predicts is None) == (task.serve_with is None)
+    if task.predicts:
+        from raylm.predict import RowPredictor
+
+        assert callable(getattr(RowPredictor, f"_{task.predicts}"))
 
 
 def test_unknown_task_names_the_known_ones():
