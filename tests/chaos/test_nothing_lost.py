@@ -19,6 +19,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
@@ -235,13 +236,68 @@ def test_a_killed_worker_restores_from_the_last_checkpoint_and_finishes(corpus, 
     thread, box = _train_in_background(_cfg(corpus, "wkill", max_failures=1, **KILL_RUN))
     pids = _train_worker_pids(2)
     root = checkpoint_root(corpus / "runs" / "wkill")
-    _wait_for(lambda: any(root.glob("checkpoint_step*")), 120, "a first checkpoint")
+    _wait_for(lambda: _committed(root), 120, "a first committed checkpoint")
     os.kill(pids[-1], signal.SIGKILL)
     thread.join(timeout=240)
     assert not thread.is_alive(), "the run did not finish 240 s after a worker was killed"
     assert "error" not in box, box.get("error")
     assert not psutil.pid_exists(pids[-1])
+    assert _resumes(corpus / "runs" / "wkill") == 1  # restarted from the checkpoint, not step 0
+    _assert_same_examples(corpus, "wkill", "reference")
     _assert_same_losses(box["result"]["history"], reference["history"])
+
+
+def _committed(root: Path) -> bool:
+    """A checkpoint that Ray Train has registered (its snapshot names it), so that a restart or
+    relaunch resumes from it. A folder alone may still be uploading: killed then, the run starts
+    over from step 0 and a resume is never exercised."""
+    snapshot = root / "checkpoint_manager_snapshot.json"
+    return snapshot.is_file() and "checkpoint_step" in snapshot.read_text(encoding="utf-8")
+
+
+def _resumes(run_dir: Path) -> int:
+    """Launches of the run that continued from a checkpoint, as its newest checkpoint says."""
+    newest = max(checkpoint_root(run_dir).glob("checkpoint_step*"), key=lambda p: p.name)
+    return json.loads((newest / "state.json").read_text())["resumes"]
+
+
+def _newest_ledgers(run_dir: Path) -> dict[int, dict[int, Any]]:
+    from raylm.train.ledger import read_ledgers
+
+    newest = max(checkpoint_root(run_dir).glob("checkpoint_step*"), key=lambda p: p.name)
+    return read_ledgers(newest)
+
+
+def _assert_same_examples(corpus: Path, name: str, reference: str) -> None:
+    """The data ledgers (raylm.train.ledger) of the interrupted run's newest checkpoint equal the
+    uninterrupted run's, rank by rank and in order; and in the epoch that was cut (epoch 0, the
+    kill came after its first checkpoint) every example of the train split was trained on once:
+    none twice, none skipped (but the fewer than `num_workers` rows an equal split leaves out)."""
+    from collections import Counter
+
+    import numpy as np
+
+    from raylm.tasks import get_task
+    from raylm.train.ledger import example_ids
+
+    got, want = (
+        _newest_ledgers(corpus / "runs" / name),
+        _newest_ledgers(corpus / "runs" / reference),
+    )
+    assert sorted(got) == sorted(want) == [0, 1]
+    for rank in got:
+        assert sorted(got[rank]) == sorted(want[rank])
+        for epoch, ids in got[rank].items():
+            assert np.array_equal(ids, want[rank][epoch]), (rank, epoch)
+    cfg = _cfg(corpus, name, **KILL_RUN)
+    train = get_task("classification").datasets(cfg, cfg.run.data_path)["train"]
+    split = Counter()
+    for batch in train.iter_batches(batch_format="numpy", batch_size=None):
+        split.update(example_ids(batch).tolist())
+    seen = Counter(np.concatenate([got[rank][0] for rank in got]).tolist())
+    assert not seen - split, "trained on examples that are not in the split"
+    assert all(seen[i] <= split[i] for i in seen), "an example trained on twice in one epoch"
+    assert split.total() - seen.total() < 2, (split.total(), seen.total())
 
 
 def _ray_processes_of(driver: psutil.Process) -> list[psutil.Process]:
@@ -271,7 +327,7 @@ def test_a_killed_driver_leaves_no_process_and_its_relaunch_resumes(corpus, refe
     )
     root = checkpoint_root(corpus / "runs" / "dkill")
     try:
-        _wait_for(lambda: any(root.glob("checkpoint_step*")), 180, "a first checkpoint")
+        _wait_for(lambda: _committed(root), 180, "a first committed checkpoint")
         ray_procs = _ray_processes_of(psutil.Process(driver.pid))
         assert any("raylet" in p.name() for p in ray_procs), [p.name() for p in ray_procs]
         driver.kill()
@@ -288,6 +344,7 @@ def test_a_killed_driver_leaves_no_process_and_its_relaunch_resumes(corpus, refe
     first_id = json.loads((run_dir / "tracking.json").read_text())["mlflow_run_id"]
     resumed = stages.train(cfg)  # the relaunch, same name: resumes from the latest checkpoint
     assert int(done[-1][15:22]) >= 10
+    assert _resumes(run_dir) == 1  # the relaunch continued from a checkpoint, not from step 0
     _assert_same_losses(resumed["history"], reference["history"])
     assert read_run(run_dir).state == "finished"
 

@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.distributed as dist
 
@@ -29,6 +30,7 @@ from raylm.runtime import configure_ray_data
 from raylm.tasks import RunSpec, get_task
 from raylm.tracking import Tracker
 from raylm.train.flops import mfu
+from raylm.train.ledger import IDS_KEY, Ledger, example_ids
 from raylm.train.manifest import check_checkpoint, write_manifest
 
 
@@ -43,6 +45,7 @@ class LoopState:
     # Resumes that fell back past a bad checkpoint: later checkpoints of the steps redone get
     # new folder names, so Ray never tracks two checkpoints at one path.
     fallbacks: int = 0
+    resumes: int = 0  # launches that continued from a checkpoint (restarts and relaunches)
 
 
 def say(msg: str) -> None:
@@ -143,13 +146,28 @@ def _gauges() -> dict[str, Any] | None:
     return {k: Gauge(f"raylm_train_{k}", description=d) for k, d in names.items()}
 
 
-def batches(shard: Any, train: TrainConfig, collate: Any, epoch: int, spec: RunSpec, shuffle: bool):
+def batches(
+    shard: Any,
+    train: TrainConfig,
+    collate: Any,
+    epoch: int,
+    spec: RunSpec,
+    shuffle: bool,
+    ids: bool = False,
+):
     """A Ray Data shard as collated torch batches; shuffled (and, for masked LM, masked) by a
-    seed of the epoch."""
+    seed of the epoch. `ids`: each batch also carries its rows' ledger ids under IDS_KEY."""
     seeded = shuffle and train.shuffle_buffer
+
+    def collate_fn(b: dict[str, Any]) -> dict[str, torch.Tensor]:
+        out = collate(b, spec, train.seed + epoch)
+        if ids:
+            out[IDS_KEY] = torch.from_numpy(example_ids(b).view(np.int64))
+        return out
+
     return shard.iter_torch_batches(
         batch_size=train.batch_size,
-        collate_fn=lambda b: collate(b, spec, train.seed + epoch),
+        collate_fn=collate_fn,
         local_shuffle_buffer_size=train.shuffle_buffer or None if shuffle else None,
         local_shuffle_seed=train.seed + epoch if seeded else None,
         drop_last=False,
@@ -185,7 +203,9 @@ def model_meta(spec: RunSpec):
     return ModelMeta(spec.task, spec.max_length, spec.id2label, spec.prompt_template, spec.qa)
 
 
-def _save_and_report(engine: Any, state: LoopState, metrics: dict[str, Any], spec: RunSpec):
+def _save_and_report(
+    engine: Any, state: LoopState, metrics: dict[str, Any], spec: RunSpec, ledger: Ledger
+) -> None:
     import ray.train
 
     state_dict = engine.full_state_dict()  # every rank: ZeRO-3 gathers here
@@ -199,6 +219,7 @@ def _save_and_report(engine: Any, state: LoopState, metrics: dict[str, Any], spe
 
             write_hf_model(engine.module, state_dict, Path(tmp) / "hf", model_meta(spec))
             (Path(tmp) / "state.json").write_text(json.dumps(asdict(state)))
+        ledger.save(tmp, _rank())  # which examples this rank has trained on, this epoch
         write_manifest(tmp, _rank(), _world())  # last: this rank's part is whole
         suffix = f"_f{state.fallbacks}" if state.fallbacks else ""
         ray.train.report(
@@ -259,19 +280,21 @@ def _step_of(name: str) -> tuple[int, int]:
         return -1, 0
 
 
-def _restore(engine: Any, ckpt: Any) -> LoopState:
-    """The loop state of the newest complete checkpoint up to `ckpt` (Ray Train's latest; None:
-    a fresh start), with the engine's DeepSpeed state and the RNG streams restored from it.
-    Incomplete or corrupt checkpoints (raylm.train.manifest) are skipped with a warning."""
+def _restore(engine: Any, ckpt: Any) -> tuple[LoopState, Ledger]:
+    """The loop state and data ledger of the newest complete checkpoint up to `ckpt` (Ray
+    Train's latest; None: a fresh start), with the engine's DeepSpeed state and the RNG streams
+    restored from it. Incomplete or corrupt checkpoints (raylm.train.manifest) are skipped with
+    a warning."""
     if ckpt is None:
-        return LoopState()
-    skipped, client, rng = [], None, None
+        return LoopState(), Ledger()
+    skipped, client, rng, ledger = [], None, None, None
     for candidate in _candidates(ckpt):
         with candidate.as_directory() as d:
             check = check_checkpoint(d)
             if check.ok:
                 client = engine.load(d)
                 rng = _read_rng(Path(d) / f"rng_rank{_rank()}.pt")
+                ledger = Ledger.read(d, _rank())
                 break
         name = candidate.path.rsplit("/", 1)[-1]
         skipped.append(f"{name} ({check.state}: {check.detail})")
@@ -285,13 +308,14 @@ def _restore(engine: Any, ckpt: Any) -> LoopState:
         )
     state = LoopState(**client["loop"])
     state.fallbacks += bool(skipped)
+    state.resumes += 1
     _restore_rng(rng or client.get("rng"))
     if _rank() == 0:
         say(
             f"resumed from step {state.step} (epoch {state.epoch + 1}, "
             f"micro-batch {state.micro_in_epoch})"
         )
-    return state
+    return state, (ledger or Ledger(state.epoch)).resumed_at(state.epoch)
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -321,7 +345,9 @@ def _log(
         )
 
 
-def _checkpoint(engine, state: LoopState, cfg: Config, spec: RunSpec, val_shard, tracker) -> None:
+def _checkpoint(
+    engine, state: LoopState, cfg: Config, spec: RunSpec, val_shard, tracker, ledger: Ledger
+) -> None:
     metrics = evaluate(engine, val_shard, cfg, spec)
     if not math.isfinite(metrics.get("val_loss", 0.0)):  # the weights are NaN: do not save them
         raise NonFiniteLossError(
@@ -336,7 +362,7 @@ def _checkpoint(engine, state: LoopState, cfg: Config, spec: RunSpec, val_shard,
     if _rank() == 0:
         shown = " ".join(f"{k} {v:.4f}" for k, v in metrics.items() if k.startswith("val_"))
         say(f"validation at step {state.step}: {shown}")
-    _save_and_report(engine, state, metrics, spec)
+    _save_and_report(engine, state, metrics, spec, ledger)
 
 
 def engine_class(train: TrainConfig) -> type:
@@ -371,7 +397,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 
         trained, total = count_parameters(model), count_parameters(model, trainable_only=False)
         say(f"training {trained:,} of {total:,} parameters ({100 * trained / total:.2f}%)")
-    state = _restore(engine, ray.train.get_checkpoint())
+    state, ledger = _restore(engine, ray.train.get_checkpoint())
     # `from_pretrained` hands back a model in eval mode: without this a fine-tune trained without
     # dropout until its first validation, and a resume (eval mode again) drew other losses.
     engine.train_mode(True)
@@ -382,7 +408,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     # Rank 0 logs to the run's tracking (raylm.tracking); a queue put per logged step.
     tracker = Tracker(spec.tracking, state.step) if spec.tracking and _rank() == 0 else None
     try:
-        _train(cfg, spec, task, engine, state, meter, train_shard, val_shard, tracker)
+        _train(cfg, spec, task, engine, state, meter, train_shard, val_shard, tracker, ledger)
     finally:
         if tracker is not None:
             tracker.close()
@@ -398,18 +424,24 @@ def _train(
     train_shard: Any,
     val_shard: Any,
     tracker: Any = None,
+    ledger: Ledger | None = None,
 ) -> None:
-    """Epochs of steps, with validation + checkpoints at eval_every and at each epoch's end."""
+    """Epochs of steps, with validation + checkpoints at eval_every and at each epoch's end;
+    the ledger records which examples were trained on (raylm.train.ledger)."""
+    ledger = ledger or Ledger(state.epoch)
     total, stop_at = spec.total_steps, cfg.train.max_steps or spec.total_steps
     while state.epoch < cfg.train.epochs and state.step < stop_at:
         finished_epoch = True
+        ledger.start(state.epoch)
         epoch_batches = batches(
-            train_shard, cfg.train, task.collate, state.epoch, spec, shuffle=True
+            train_shard, cfg.train, task.collate, state.epoch, spec, shuffle=True, ids=True
         )
         for i, batch in enumerate(epoch_batches):
+            ids = batch.pop(IDS_KEY)
             if i < state.micro_in_epoch:
-                continue  # consumed before the checkpoint we resumed from
+                continue  # consumed before the checkpoint we resumed from (in its ledger)
             stepped = train_step(engine, meter, batch)
+            ledger.add(ids.cpu().numpy().view(np.uint64))
             state.micro_in_epoch = i + 1
             if not stepped:
                 continue
@@ -421,10 +453,10 @@ def _train(
                 break
             if cfg.train.eval_every and state.step % cfg.train.eval_every == 0:
                 t0 = time.perf_counter()
-                _checkpoint(engine, state, cfg, spec, val_shard, tracker)
+                _checkpoint(engine, state, cfg, spec, val_shard, tracker, ledger)
                 meter.exclude(time.perf_counter() - t0)  # validation is not training time
         if finished_epoch:
             state.epoch, state.micro_in_epoch = state.epoch + 1, 0
         t0 = time.perf_counter()
-        _checkpoint(engine, state, cfg, spec, val_shard, tracker)
+        _checkpoint(engine, state, cfg, spec, val_shard, tracker, ledger)
         meter.exclude(time.perf_counter() - t0)

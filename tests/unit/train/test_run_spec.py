@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from dataclasses import asdict
@@ -108,15 +109,16 @@ def _checkpoint(root, step: int, state: LoopState, rng) -> str:
 def test_restore_continues_state_and_random_streams(tmp_path):
     import ray.train
 
-    assert _restore(_Engine(), None) == LoopState()
+    fresh, ledger = _restore(_Engine(), None)
+    assert fresh == LoopState() and ledger.epoch == 0 and len(ledger.ids()) == 0
     torch.manual_seed(3)
     state = LoopState(epoch=1, micro_in_epoch=7, step=40, history=[{"step": 20, "val_f1": 0.7}])
     latest = _checkpoint(tmp_path, 40, state, torch.get_rng_state())
     expected = torch.rand(4)  # what an uninterrupted run draws next
     torch.manual_seed(99)
     engine = _Engine()
-    restored = _restore(engine, ray.train.Checkpoint.from_directory(latest))
-    assert restored == state and engine.loaded_from is not None
+    restored, _ = _restore(engine, ray.train.Checkpoint.from_directory(latest))
+    assert restored == dataclasses.replace(state, resumes=1) and engine.loaded_from is not None
     assert torch.equal(torch.rand(4), expected)
     json.dumps(asdict(restored))  # the state.json beside the shards
 
@@ -129,7 +131,7 @@ def test_restore_falls_back_past_a_corrupt_latest_checkpoint(tmp_path, capsys):
     newest = _checkpoint(tmp_path, 40, LoopState(step=40), rng)
     (tmp_path / "checkpoint_step0000040" / "ds" / "shard.pt").write_bytes(b"x" * 50)  # truncated
     engine = _Engine()
-    restored = _restore(engine, ray.train.Checkpoint.from_directory(newest))
+    restored, _ = _restore(engine, ray.train.Checkpoint.from_directory(newest))
     assert restored.step == 20 and restored.fallbacks == 1
     assert engine.loaded_from.endswith("checkpoint_step0000020")
     out = capsys.readouterr().out
