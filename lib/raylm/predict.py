@@ -183,7 +183,7 @@ def question_rows(data: bytes, source: str, fmt: str) -> list[dict[str, Any]]:
             for n, q in enumerate(found, start=1)
         ] or [{**_question(None, None, None, source, 0), "reject_reason": "empty_file"}]
     rows = []
-    for n, raw in enumerate(sources._lines(data, None), start=1):
+    for n, raw in enumerate(sources.split_lines(data), start=1):
         text, reason = sources.decode_line(raw)
         obj = None
         if not reason and not text.strip():

@@ -345,6 +345,7 @@ def test_a_killed_driver_leaves_no_process_and_its_relaunch_resumes(corpus, refe
     resumed = stages.train(cfg)  # the relaunch, same name: resumes from the latest checkpoint
     assert int(done[-1][15:22]) >= 10
     assert _resumes(run_dir) == 1  # the relaunch continued from a checkpoint, not from step 0
+    _assert_same_examples(corpus, "dkill", "reference")
     _assert_same_losses(resumed["history"], reference["history"])
     assert read_run(run_dir).state == "finished"
 

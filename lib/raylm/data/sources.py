@@ -148,7 +148,8 @@ def _without_bom(data: bytes) -> bytes:
     return data[3:] if data.startswith(b"\xef\xbb\xbf") else data  # a UTF-8 byte-order mark
 
 
-def _lines(data: bytes, limit: int | None) -> list[bytes]:
+def split_lines(data: bytes, limit: int | None = None) -> list[bytes]:
+    """The first `limit` lines of a file's bytes (all: None), without a UTF-8 BOM."""
     return _without_bom(data).splitlines()[:limit]
 
 
@@ -166,7 +167,7 @@ def text_rows(
     Lines that are not valid UTF-8 are rejected as `invalid_utf8`, their raw repr as text.
     """
     rows = []
-    for n, raw in enumerate(_lines(data, limit), start=1):
+    for n, raw in enumerate(split_lines(data, limit), start=1):
         text, reason = decode_line(raw)
         rows.append(_record(text, label, reason, source, n))
     return rows or [empty_file(source)]
@@ -207,7 +208,7 @@ def jsonl_rows(
 ) -> list[dict[str, Any]]:
     """One record per line (the first `limit` lines) of a JSON Lines file."""
     rows = []
-    for n, raw in enumerate(_lines(data, limit), start=1):
+    for n, raw in enumerate(split_lines(data, limit), start=1):
         text, label, reason = parse_jsonl_line(raw, text_column, label_column)
         rows.append(_record(text, label, reason, source, n))
     return rows or [empty_file(source)]
