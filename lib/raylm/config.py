@@ -320,6 +320,18 @@ class TrainConfig(StrictModel):
     max_failures: int = Field(
         0, ge=-1, description="Worker-group restarts on failure (-1: forever)."
     )
+    preemption_poll_steps: int = Field(
+        5,
+        ge=0,
+        description="Every N steps all ranks ask Ray Train whether a node of theirs is being "
+        "preempted (a drain notice); on the first notice every rank saves a checkpoint of its "
+        "ZeRO shards before the deadline, and the run resumes from it (0: never ask).",
+    )
+    max_preemptions: int = Field(
+        -1,
+        ge=-1,
+        description="Restarts after node preemptions, apart from max_failures (-1: forever).",
+    )
     collective_timeout_s: float = Field(
         300,
         gt=0,

@@ -169,7 +169,8 @@ def values_for(
 def yaml_text(value: Any) -> str:
     """How a user writes `value` after `--set key=`: YAML flow style, one line."""
     text = yaml.safe_dump(value, default_flow_style=True, allow_unicode=True, width=10**6)
-    return text.removesuffix("\n").removesuffix("\n...").strip()
+    # Strip spaces and newlines only: str.strip() also took a value's own NBSP ('\xa0').
+    return text.removesuffix("\n").removesuffix("\n...").strip(" \n")
 
 
 def dotted(data: Any, key: str) -> Any:
@@ -293,6 +294,7 @@ def test_any_override_text_applies_or_raises_a_config_error_naming_it(parts, tai
 @example(BASES[0], ("model.task", ["classification"]))  # TypeError: unhashable list
 @example(BASES[1], ("model.path", "~nosuchuser/model"))  # RuntimeError from expanduser
 @example(BASES[1], ("data.tokenizer.path", "t" * 300))  # OSError: file name too long
+@example(BASES[0], ("run.tracking.mlflow_uri", "\xa0"))  # the helper once stripped it to ''
 def test_an_override_reads_back_or_fails_naming_the_field(base, override):
     key, value = override
     item = f"{key}={yaml_text(value)}"

@@ -259,7 +259,11 @@ def make_trainer(cfg: Config, data_dir: Path, spec: RunSpec, callbacks: list | N
                 checkpoint_score_attribute=cfg.train.best_metric,
                 checkpoint_score_order=cfg.train.best_mode,
             ),
-            failure_config=ray.train.FailureConfig(max_failures=cfg.train.max_failures),
+            failure_config=ray.train.FailureConfig(
+                max_failures=cfg.train.max_failures,
+                # Never relaxed: a preemption checkpoint commits only with every rank's shards.
+                max_preemption_failures=cfg.train.max_preemptions,
+            ),
             callbacks=callbacks,  # e.g. Tune's TuneReportCallback when a trial drives this run
         ),
         datasets=_datasets(cfg, data_dir),

@@ -29,6 +29,7 @@ from raylm.data.collate import count_tokens
 from raylm.runtime import configure_ray_data
 from raylm.tasks import RunSpec, get_task
 from raylm.tracking import Tracker
+from raylm.train import preemption
 from raylm.train.flops import mfu
 from raylm.train.ledger import IDS_KEY, Ledger, example_ids
 from raylm.train.manifest import check_checkpoint, write_manifest
@@ -46,6 +47,7 @@ class LoopState:
     # new folder names, so Ray never tracks two checkpoints at one path.
     fallbacks: int = 0
     resumes: int = 0  # launches that continued from a checkpoint (restarts and relaunches)
+    preemptions: int = 0  # checkpoints saved on a preemption notice
 
 
 def say(msg: str) -> None:
@@ -365,6 +367,37 @@ def _checkpoint(
     _save_and_report(engine, state, metrics, spec, ledger)
 
 
+PREEMPTED = -2  # `_train`'s saved_at once this launch has saved for a preemption
+
+
+def _on_preemption(
+    notice: Any,
+    engine: Any,
+    state: LoopState,
+    spec: RunSpec,
+    ledger: Ledger,
+    train: TrainConfig,
+    saved_at: int,
+) -> None:
+    """A node of the run is being reclaimed: every rank saves its ZeRO shards now (unless this
+    step's checkpoint was just saved), then waits for Ray Train to restart the group from it.
+    Ray Train commits the checkpoint only once every rank has reported its part (raylm never
+    sets relax_collectives_on_preemption), and each rank's manifest makes a resume refuse it
+    if a part is missing."""
+    if _rank() == 0:
+        say(preemption.describe(notice, state.step))
+    if saved_at != state.step:
+        state.preemptions += 1
+        epoch = state.epoch + state.micro_in_epoch / max(1, spec.micro_per_epoch)
+        metrics = preemption.checkpoint_metrics(
+            train.best_metric, train.best_mode, state.step, epoch
+        )
+        _save_and_report(engine, state, metrics, spec, ledger)
+    preemption.await_teardown(notice)
+    if _rank() == 0:
+        say("warning: the preempted node(s) were not taken: training goes on")
+
+
 def engine_class(train: TrainConfig) -> type:
     """DeepSpeed's engine as raylm drives it: the pipeline engine for pipeline stages."""
     if train.parallel.pipeline_stages > 1:
@@ -427,8 +460,11 @@ def _train(
     ledger: Ledger | None = None,
 ) -> None:
     """Epochs of steps, with validation + checkpoints at eval_every and at each epoch's end;
-    the ledger records which examples were trained on (raylm.train.ledger)."""
+    the ledger records which examples were trained on (raylm.train.ledger). On a preemption
+    notice every rank saves a checkpoint at once (raylm.train.preemption)."""
     ledger = ledger or Ledger(state.epoch)
+    saved_at = -1  # the step of this launch's newest checkpoint
+    every_poll = cfg.train.preemption_poll_steps
     total, stop_at = spec.total_steps, cfg.train.max_steps or spec.total_steps
     while state.epoch < cfg.train.epochs and state.step < stop_at:
         finished_epoch = True
@@ -454,7 +490,13 @@ def _train(
             if cfg.train.eval_every and state.step % cfg.train.eval_every == 0:
                 t0 = time.perf_counter()
                 _checkpoint(engine, state, cfg, spec, val_shard, tracker, ledger)
+                saved_at = state.step
                 meter.exclude(time.perf_counter() - t0)  # validation is not training time
+            if saved_at != PREEMPTED and (notice := preemption.notice(every_poll, state.step)):
+                t0 = time.perf_counter()
+                _on_preemption(notice, engine, state, spec, ledger, cfg.train, saved_at)
+                saved_at = PREEMPTED  # once per launch: the next launch starts from it
+                meter.exclude(time.perf_counter() - t0)
         if finished_epoch:
             state.epoch, state.micro_in_epoch = state.epoch + 1, 0
         t0 = time.perf_counter()
