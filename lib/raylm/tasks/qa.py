@@ -101,4 +101,5 @@ TASK = Task(
     serve_with="generator",
     endpoints=frozenset({"complete", "qa"}),
     predicts="answer",
+    labelled_loss=True,
 )

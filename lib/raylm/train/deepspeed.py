@@ -124,11 +124,24 @@ class Engine:
     train: TrainConfig
     # Some weights never train (LoRA): checkpoints leave them out, as the model rebuilds them.
     frozen: bool = False
+    # The loss of labelled positions only, the head run on them alone (raylm.train.lm_loss).
+    labelled_loss: bool = False
 
     @classmethod
-    def create(cls, model: torch.nn.Module, train: TrainConfig, total_steps: int) -> Engine:
+    def create(
+        cls,
+        model: torch.nn.Module,
+        train: TrainConfig,
+        total_steps: int,
+        labelled_loss: bool = False,
+    ) -> Engine:
+        """`labelled_loss`: the task's labels are mostly -100 (Task.labelled_loss); used where
+        the model supports it and its head is whole on every rank (ZeRO 0-2, no tensor
+        parallelism)."""
         import deepspeed
         from torch.optim.lr_scheduler import LambdaLR
+
+        from raylm.train.lm_loss import supports_labelled_loss
 
         config, extra = ds_config(train), {}
         tp = train.parallel.tensor_parallel
@@ -148,7 +161,10 @@ class Engine:
         if tp > 1:
             tensor_parallel.finish(engine.module)
         frozen = any(not p.requires_grad for p in model.parameters())
-        return cls(engine=engine, train=train, frozen=frozen)
+        labelled_loss = (
+            labelled_loss and train.zero_stage < 3 and tp == 1 and supports_labelled_loss(model)
+        )
+        return cls(engine=engine, train=train, frozen=frozen, labelled_loss=labelled_loss)
 
     @property
     def module(self) -> torch.nn.Module:
@@ -168,9 +184,14 @@ class Engine:
 
     def forward_backward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Forward + backward on one micro-batch; returns the (unscaled) loss."""
-        out = self.engine(**batch)
-        self.engine.backward(out.loss)
-        return out.loss.detach()
+        if self.labelled_loss:
+            from raylm.train.lm_loss import labelled_loss
+
+            loss = labelled_loss(self.engine, batch)
+        else:
+            loss = self.engine(**batch).loss
+        self.engine.backward(loss)
+        return loss.detach()
 
     def forward(self, batch: dict[str, torch.Tensor]) -> Any:
         """The model's output on one batch (validation)."""

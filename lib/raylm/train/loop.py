@@ -424,7 +424,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     model = task.build_model(
         cfg.model, spec.vocab_size, spec.num_labels, spec.pad_id, spec.eos_id, spec.id2label
     )
-    engine = engine_class(cfg.train).create(model, cfg.train, spec.total_steps)
+    engine = engine_class(cfg.train).create(
+        model, cfg.train, spec.total_steps, labelled_loss=task.labelled_loss
+    )
     if engine.frozen and _rank() == 0:
         from raylm.models.build import count_parameters
 

@@ -200,7 +200,10 @@ class PipelineEngine(Engine):
     stepped: bool = False
 
     @classmethod
-    def create(cls, model: nn.Module, train: TrainConfig, total_steps: int) -> PipelineEngine:
+    def create(
+        cls, model: nn.Module, train: TrainConfig, total_steps: int, labelled_loss: bool = False
+    ) -> PipelineEngine:
+        """`labelled_loss` is not used: the last stage computes the model's own loss."""
         import warnings
 
         import deepspeed
