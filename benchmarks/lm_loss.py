@@ -9,7 +9,8 @@ answer tokens), preprocessed by the recipe itself into --work. The model is the 
 GPT-2 preset, vocab 6,000, max_length 384, batch 8), one thread, as one training worker has.
 Each case times forward + backward over the same batches, interleaved (harness.compare);
 tokens/s counts the batch's real tokens. Peak memory: each case again in a fresh process, the
-peak resident set during its steps minus the resident set before them. The loss of the two
+peak resident set during its steps minus the resident set before them (the peak is reset after
+loading: Linux's /proc/self/clear_refs). The loss of the two
 agrees to 1e-6 (relative) on every batch, or the benchmark stops.
 Writes benchmarks/results/lm_loss.{json,md}.
 """
@@ -90,15 +91,29 @@ def _run(model, batches, labelled: bool) -> dict[str, float]:
     return {"tokens_per_s": tokens / dt}
 
 
+def _status_kb(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise KeyError(field)
+
+
+def _reset_peak() -> int:
+    """Reset this process's peak resident set (Linux: VmHWM) to now; returns the RSS in kB, so
+    that loading the data and the model does not count toward the steps' peak."""
+    Path("/proc/self/clear_refs").write_text("5")
+    return _status_kb("VmRSS")
+
+
 def _peak_mb(data_dir: Path, n: int, batch_size: int, labelled: bool) -> float:
     """Peak resident memory of the steps, in a fresh process (MB above the model and data)."""
     code = (
-        "import resource, psutil, torch; from pathlib import Path; torch.set_num_threads(1);"
+        "import torch; from pathlib import Path; torch.set_num_threads(1);"
         "from benchmarks import lm_loss as m;"
         f"d = Path({str(data_dir)!r}); bs = m._batches(d, {n}, {batch_size}); mod = m._model(d);"
-        "before = psutil.Process().memory_info().rss;"
+        "before = m._reset_peak();"
         f"[m._step(mod, b, {labelled}) for b in bs];"
-        "print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before) / 2**20)"
+        "print((m._status_kb('VmHWM') - before) / 1024)"
     )
     out = subprocess.run(
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
@@ -142,7 +157,7 @@ def main() -> None:
         "batches": f"{args.batches} x {args.batch_size} rows, max_length 384",
         "labelled share of tokens": f"{labelled_share:.3f}",
         "loss agreement": f"max relative difference {max(diffs):.1e} over {len(diffs)} batches",
-        "peak_step_mb": "peak RSS during the steps minus RSS before them, fresh process",
+        "peak_step_mb": "peak RSS during the steps (VmHWM reset after loading) minus RSS before",
         "command": "python -m benchmarks.lm_loss " + " ".join(sys.argv[1:]),
     }
     write_results("lm_loss", table, notes)
