@@ -127,7 +127,10 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=8)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--quick", action="store_true", help="3 repeats (make bench)")
     args = parser.parse_args()
+    if args.quick:
+        args.repeats = min(args.repeats, 3)
     import torch
 
     torch.set_num_threads(1)

@@ -1,6 +1,7 @@
 """Run the benchmark suite and write benchmarks/results/SUMMARY.md (what `make bench` calls).
 
-    python -m benchmarks.run --quick          # train_step + ingest (+ serve_latency --quick)
+    python -m benchmarks.run --quick          # train_step, ingest, serve_latency, serve_stream,
+                                              # lm_loss (each --quick)
     python -m benchmarks.run --quick --only train_step
     python -m benchmarks.run --skip serve_latency
 
@@ -19,7 +20,7 @@ import traceback
 
 from benchmarks.harness import RESULTS, markdown_table
 
-SUITE = ("train_step", "ingest", "serve_latency")
+SUITE = ("train_step", "ingest", "serve_latency", "serve_stream", "lm_loss")
 TARGETS = {
     "train_step_1proc": "raylm step / plain PyTorch step <= 1.10",
     "train_step_2proc": "raylm step / DDP (gloo) step <= 1.10",
@@ -28,6 +29,8 @@ TARGETS = {
     "serve_direct_ingress": "HTTP p50 - in-process p50 <= 5 ms",
     "serve_batching": "batched / unbatched req/s >= 2",
     "serve_direct_batching": "batched / unbatched req/s >= 2",
+    "serve_stream": "first-token overhead (HTTP - in process) <= 10 ms",
+    "lm_loss": "labelled-only loss / the model's loss, tokens/s: > 1 (QA recipe batches)",
     "tune_overhead": "sweep wall per round / one trial <= 1.2",
     "tune_asha": "ASHA trial-epochs <= 1/2 of no stopping, best metric within 1 point",
     "plan_memory": "measured / raylm plan's estimate: reported, not a target (CPU RSS)",
