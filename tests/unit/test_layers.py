@@ -48,7 +48,7 @@ LAYERS: list[list[str]] = [
         "raylm.train.preemption",
     ],
     ["raylm.train.pipeline"],
-    ["raylm.train.checkpoint"],
+    ["raylm.train.checkpoint", "raylm.train.resume"],
     ["raylm.train.loop"],
     ["raylm.train.driver"],
     ["raylm.stages"],

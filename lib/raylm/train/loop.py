@@ -12,10 +12,9 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +23,6 @@ import torch
 import torch.distributed as dist
 
 from raylm.config import Config, TrainConfig, parse_config
-from raylm.console import QUIET, verbosity
 from raylm.data.collate import count_tokens
 from raylm.runtime import configure_ray_data
 from raylm.tasks import RunSpec, get_task
@@ -32,34 +30,10 @@ from raylm.tracking import Tracker
 from raylm.train import preemption
 from raylm.train.flops import mfu
 from raylm.train.ledger import IDS_KEY, Ledger, example_ids
-from raylm.train.manifest import check_checkpoint, write_manifest
-
-
-@dataclass
-class LoopState:
-    """What a checkpoint must restore besides DeepSpeed's own state."""
-
-    epoch: int = 0
-    micro_in_epoch: int = 0  # micro-batches of `epoch` already consumed
-    step: int = 0
-    history: list[dict[str, Any]] = field(default_factory=list)
-    # Resumes that fell back past a bad checkpoint: later checkpoints of the steps redone get
-    # new folder names, so Ray never tracks two checkpoints at one path.
-    fallbacks: int = 0
-    resumes: int = 0  # launches that continued from a checkpoint (restarts and relaunches)
-    preemptions: int = 0  # checkpoints saved on a preemption notice
-
-
-def say(msg: str) -> None:
-    """Console line from a worker (a quiet run keeps warnings). Not print(): Ray Train patches
-    print() into a logger that also tees to stdout, which would show every line twice."""
-    if verbosity() > QUIET or msg.startswith(("warning", "error")):
-        sys.stdout.write(f"[raylm] {msg}\n")
-        sys.stdout.flush()
-
-
-def _rank() -> int:
-    return dist.get_rank() if dist.is_initialized() else 0
+from raylm.train.manifest import write_manifest
+from raylm.train.resume import LoopState, restore, rng_state, say
+from raylm.train.resume import rank as _rank
+from raylm.train.resume import world as _world
 
 
 def _all_reduce(tensors: list[torch.Tensor]) -> None:
@@ -215,7 +189,7 @@ def _save_and_report(
         engine.save(tmp, client_state={"loop": asdict(state)})
         # Each rank's own RNG streams: DeepSpeed keeps client_state in rank 0's file only, and
         # rank 1 resumed with rank 0's dropout masks (losses off by 3e-4 after a resume).
-        torch.save(_rng_state(), Path(tmp) / f"rng_rank{_rank()}.pt")
+        torch.save(rng_state(), Path(tmp) / f"rng_rank{_rank()}.pt")
         if _rank() == 0:
             from raylm.models.export import write_hf_model
 
@@ -229,95 +203,6 @@ def _save_and_report(
             checkpoint=ray.train.Checkpoint.from_directory(tmp),
             checkpoint_dir_name=f"checkpoint_step{state.step:07d}{suffix}",
         )
-
-
-def _rng_state() -> dict[str, Any]:
-    cuda = torch.cuda.get_rng_state() if torch.cuda.is_available() else None
-    return {"cpu": torch.get_rng_state(), "cuda": cuda}
-
-
-def _read_rng(path: Path) -> dict[str, Any] | None:
-    """This rank's RNG streams from a checkpoint (tensors only: no unpickling of code)."""
-    return torch.load(path, weights_only=True) if path.is_file() else None
-
-
-def _restore_rng(rng: dict[str, Any] | None) -> None:
-    """Dropout masks continue exactly as in an uninterrupted run (checkpoints written before
-    the per-rank files carry rank 0's streams in the client state)."""
-    if not rng:
-        return
-    torch.set_rng_state(rng["cpu"])
-    if rng.get("cuda") is not None and torch.cuda.is_available():
-        torch.cuda.set_rng_state(rng["cuda"])
-
-
-def _world() -> int:
-    return dist.get_world_size() if dist.is_initialized() else 1
-
-
-def _candidates(ckpt: Any) -> list[Any]:
-    """The run's checkpoints up to `ckpt` (Ray Train's latest), newest first."""
-    import pyarrow.fs
-    import ray.train
-
-    parent, latest = ckpt.path.rstrip("/").rsplit("/", 1)
-    infos = ckpt.filesystem.get_file_info(pyarrow.fs.FileSelector(parent))
-    names = sorted(
-        (i.base_name for i in infos if i.type == pyarrow.fs.FileType.Directory),
-        key=_step_of,
-        reverse=True,
-    )
-    names = [
-        n for n in names if n.startswith("checkpoint_step") and _step_of(n) <= _step_of(latest)
-    ]
-    return [ray.train.Checkpoint(f"{parent}/{n}", filesystem=ckpt.filesystem) for n in names]
-
-
-def _step_of(name: str) -> tuple[int, int]:
-    """(step, fallbacks) of `checkpoint_step0000040` or `checkpoint_step0000040_f1`."""
-    digits = name.removeprefix("checkpoint_step").split("_f")
-    try:
-        return int(digits[0]), int(digits[1]) if len(digits) > 1 else 0
-    except ValueError:
-        return -1, 0
-
-
-def _restore(engine: Any, ckpt: Any) -> tuple[LoopState, Ledger]:
-    """The loop state and data ledger of the newest complete checkpoint up to `ckpt` (Ray
-    Train's latest; None: a fresh start), with the engine's DeepSpeed state and the RNG streams
-    restored from it. Incomplete or corrupt checkpoints (raylm.train.manifest) are skipped with
-    a warning."""
-    if ckpt is None:
-        return LoopState(), Ledger()
-    skipped, client, rng, ledger = [], None, None, None
-    for candidate in _candidates(ckpt):
-        with candidate.as_directory() as d:
-            check = check_checkpoint(d)
-            if check.ok:
-                client = engine.load(d)
-                rng = _read_rng(Path(d) / f"rng_rank{_rank()}.pt")
-                ledger = Ledger.read(d, _rank())
-                break
-        name = candidate.path.rsplit("/", 1)[-1]
-        skipped.append(f"{name} ({check.state}: {check.detail})")
-        if _rank() == 0:
-            say(f"warning: checkpoint {name} is {check.state}, skipped: {check.detail}")
-    if client is None:
-        raise RuntimeError(
-            f"no complete checkpoint to resume from in {ckpt.path.rsplit('/', 1)[0]}: "
-            + "; ".join(skipped)
-            + ". Use another run name to start over."
-        )
-    state = LoopState(**client["loop"])
-    state.fallbacks += bool(skipped)
-    state.resumes += 1
-    _restore_rng(rng or client.get("rng"))
-    if _rank() == 0:
-        say(
-            f"resumed from step {state.step} (epoch {state.epoch + 1}, "
-            f"micro-batch {state.micro_in_epoch})"
-        )
-    return state, (ledger or Ledger(state.epoch)).resumed_at(state.epoch)
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -432,7 +317,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 
         trained, total = count_parameters(model), count_parameters(model, trainable_only=False)
         say(f"training {trained:,} of {total:,} parameters ({100 * trained / total:.2f}%)")
-    state, ledger = _restore(engine, ray.train.get_checkpoint())
+    state, ledger = restore(engine, ray.train.get_checkpoint())
     # `from_pretrained` hands back a model in eval mode: without this a fine-tune trained without
     # dropout until its first validation, and a resume (eval mode again) drew other losses.
     engine.train_mode(True)

@@ -14,7 +14,8 @@ from raylm.config import TokenizerConfig
 from raylm.recipe import config_from_dict
 from raylm.tasks.base import train_examples
 from raylm.train.driver import _split_bytes, build_spec
-from raylm.train.loop import LoopState, _restore
+from raylm.train.resume import LoopState
+from raylm.train.resume import restore as _restore
 
 
 @pytest.fixture(scope="module")
