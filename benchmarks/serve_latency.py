@@ -85,12 +85,16 @@ class _Conn:
 
         u = urlsplit(url)
         self.conn = http.client.HTTPConnection(u.hostname, u.port, timeout=30)
+        self.timings: list[dict[str, float]] = []  # each answer's Server-Timing, in ms
 
     def request(self, method: str, path: str, body: bytes | None = None) -> bytes:
         headers = {"content-type": "application/json"} if body else {}
         self.conn.request(method, path, body=body, headers=headers)
         resp = self.conn.getresponse()
         data = resp.read()
+        if header := resp.getheader("server-timing"):
+            parts = (p.strip().split(";dur=") for p in header.split(","))
+            self.timings.append({name: float(ms) for name, ms in parts})
         if resp.status >= 300:
             raise RuntimeError(f"{method} {path}: HTTP {resp.status}: {data[:200]!r}")
         return data
@@ -108,11 +112,16 @@ def latency_cases(url: str, model_dir: Path, n: int, apps: dict[str, str]) -> li
     def timed(call: Any) -> Any:
         def run() -> dict[str, float]:
             times = []
+            client.timings.clear()
             for _ in range(n):
                 t0 = time.perf_counter()
                 call()
                 times.append(time.perf_counter() - t0)
-            return _summary(times)
+            row = _summary(times)
+            if client.timings:  # what the ingress says it spent, and awaiting the model in it
+                for key in ("model", "ingress"):
+                    row[f"{key}_ms"] = statistics.median(t[key] for t in client.timings)
+            return row
 
         return run
 
@@ -246,6 +255,12 @@ def latency(name: str, url: str, model_dir: Path, apps: dict[str, str], n: int, 
         )
         for mode in apps
     }
+    for mode in apps:  # Server-Timing: the serving share of each request, from the server
+        row = next(r for r in table["rows"] if r["case"] == f"HTTP /v1/classify ({mode})")
+        if "model_ms" in row:
+            notes[f"serving's share per Server-Timing, {mode} (p50 - model, ms)"] = round(
+                row["median"] - row["model_ms"], 2
+            )
     notes["requests per round"], notes["setup"] = n, setup
     notes["load average before/after"] = f"{load0:.1f} / {os.getloadavg()[0]:.1f}"
     write_results(name, table, notes=notes)

@@ -104,6 +104,9 @@ def test_classify_equals_offline_predictor(http, models):
 
     resp = http.post("/v1/classify", json={"model": "clf", "texts": TEXTS})
     assert resp.status_code == 200, resp.text
+    # Server-Timing: the time awaiting the model replica, within the ingress replica's time.
+    timing = dict(p.strip().split(";dur=") for p in resp.headers["server-timing"].split(","))
+    assert 0 < float(timing["model"]) <= float(timing["ingress"]), timing
     results = resp.json()["results"]
     preds, probs = ClassifierPredictor(str(models["clf"]), max_length=64).predict_texts(TEXTS)
     labels = ["neg", "neu", "pos"]

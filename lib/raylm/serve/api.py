@@ -11,7 +11,9 @@ import hashlib
 import hmac
 import json
 import re
+import time
 from collections.abc import AsyncIterator
+from contextvars import ContextVar
 from typing import Any, Protocol
 
 from fastapi import FastAPI, Request
@@ -110,8 +112,27 @@ def _unexpected(_: Request, exc: Exception) -> JSONResponse:
     return error_response(ApiError(500, f"internal error ({type(exc).__name__})", "server_error"))
 
 
+# Seconds this request has spent awaiting model replicas (raylm.serve.app.call adds to it).
+MODEL_SECONDS: ContextVar[list[float] | None] = ContextVar("raylm_model_seconds", default=None)
+
+
+def add_model_time(seconds: float) -> None:
+    """Count `seconds` awaiting a model toward this request's Server-Timing header."""
+    spent = MODEL_SECONDS.get()
+    if spent is not None:
+        spent[0] += seconds
+
+
+def server_timing(model_s: float, ingress_s: float) -> bytes:
+    """The Server-Timing header: `model` (awaiting the model replicas: the hop, their queue and
+    compute) and `ingress` (all of this replica's time), in ms. A client's own latency minus
+    `model` is what serving cost it; minus `ingress`, what the proxy and the network cost."""
+    return f"model;dur={1000 * model_s:.2f}, ingress;dur={1000 * ingress_s:.2f}".encode()
+
+
 class GuardMiddleware:
-    """Pure-ASGI guard: bearer auth (when a token is set), then a hard cap on the body size.
+    """Pure-ASGI guard: bearer auth (when a token is set), then a hard cap on the body size;
+    every response gets a Server-Timing header (`server_timing`).
 
     The body is read here, up to the cap, and replayed to the app: a chunked upload without a
     Content-Length is counted as strictly as one that declares its size.
@@ -131,9 +152,21 @@ class GuardMiddleware:
             return False
         return hmac.compare_digest(token_digest(token), self.token_sha256 or "")
 
-    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+    async def __call__(self, scope: dict, receive: Any, raw_send: Any) -> None:
         if scope["type"] != "http":
-            return await self.app(scope, receive, send)
+            return await self.app(scope, receive, raw_send)
+        began, spent = time.perf_counter(), [0.0]
+        MODEL_SECONDS.set(spent)  # this request's task (and the route it awaits) adds to it
+
+        async def send(message: dict) -> None:
+            if message["type"] == "http.response.start":  # a stream: up to its first event
+                timing = server_timing(spent[0], time.perf_counter() - began)
+                message = {
+                    **message,
+                    "headers": [*message.get("headers", []), (b"server-timing", timing)],
+                }
+            await raw_send(message)
+
         headers = dict(scope.get("headers") or [])
         if (
             self.token_sha256

@@ -32,7 +32,7 @@ from ray.serve.exceptions import (
 from raylm.configkit import ConfigError, set_dotted
 from raylm.models.export import is_model_folder
 from raylm.serve import openai_compat as oai
-from raylm.serve.api import make_api, token_digest
+from raylm.serve.api import add_model_time, make_api, token_digest
 from raylm.serve.models import ClassifierModel, ExtractorModel, GeneratorModel
 from raylm.serve.schemas import (
     ApiError,
@@ -68,7 +68,9 @@ def _lost(err: BaseException) -> ApiError:
 
 
 async def call(response: Any, timeout_s: float) -> Any:
-    """Await a handle call, mapping Serve's overload and failure modes to API errors."""
+    """Await a handle call, mapping Serve's overload and failure modes to API errors; the time
+    awaited counts toward the request's Server-Timing `model` figure."""
+    began = time.perf_counter()
     try:
         return await asyncio.wait_for(response, timeout_s)
     except BackPressureError as err:  # the model's queue is full: refuse at once
@@ -83,6 +85,8 @@ async def call(response: Any, timeout_s: float) -> Any:
     except ApiError as err:  # raised in a model replica: arrives wrapped in RayTaskError
         cause = getattr(err, "cause", err)
         raise ApiError(cause.status, cause.message, cause.type, cause.param) from None
+    finally:
+        add_model_time(time.perf_counter() - began)
 
 
 @serve.deployment

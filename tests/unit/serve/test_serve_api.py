@@ -6,14 +6,16 @@ run in milliseconds. The real app on Ray Serve is covered in tests/integration/t
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
+import time
 
 import pytest
 from fastapi.testclient import TestClient
 
 from raylm.serve import openai_compat as oai
-from raylm.serve.api import make_api
+from raylm.serve.api import add_model_time, make_api
 from raylm.serve.schemas import ApiError, ServeConfig
 
 TOKEN = "t0ken"
@@ -36,6 +38,9 @@ class StandIn:
     async def classify(self, req):
         if req.model == "boom":
             raise RuntimeError("a bug")
+        began = time.perf_counter()  # as raylm.serve.app.call times awaiting a replica
+        await asyncio.sleep(0.02)
+        add_model_time(time.perf_counter() - began)
         row = {"label": "a", "label_id": 0, "score": 1.0, "probabilities": {"a": 1.0}}
         return {"model": "m", "results": [row for _ in req.texts]}
 
@@ -181,3 +186,20 @@ def test_a_configured_token_with_a_trailing_newline_still_matches(monkeypatch):
     client = TestClient(make_api(stand_in))
     assert client.get("/v1/models", headers=AUTH).status_code == 200
     assert client.get("/v1/models", headers={"Authorization": "Bearer other"}).status_code == 401
+
+
+def _timing(resp) -> dict[str, float]:
+    parts = (p.strip().split(";dur=") for p in resp.headers["server-timing"].split(","))
+    return {name: float(ms) for name, ms in parts}
+
+
+def test_every_response_says_what_the_model_and_the_ingress_took(client):
+    resp = client.post("/v1/classify", json={"texts": ["a"]}, headers=AUTH)
+    assert resp.status_code == 200
+    timing = _timing(resp)
+    assert 20.0 <= timing["model"] <= timing["ingress"], timing
+    # Answers that await no model say so: a refusal, a probe, a stream's start.
+    assert _timing(client.post("/v1/classify", json={"texts": ["a"]}))["model"] == 0.0  # 401
+    assert _timing(client.get("/healthz"))["model"] == 0.0
+    body = {"prompt": "p", "stream": True}
+    assert "ingress" in _timing(client.post("/v1/completions", json=body, headers=AUTH))
