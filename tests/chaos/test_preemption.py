@@ -29,6 +29,7 @@ from raylm.tasks import get_task
 from raylm.train.checkpoint import checkpoint_root
 from raylm.train.ledger import example_ids, read_ledgers
 from raylm.train.manifest import check_checkpoint
+from serve_models import free_port  # tests/serve_models.py
 
 pytestmark = pytest.mark.integration
 
@@ -39,14 +40,6 @@ MAX_STEPS = 300
 def _cfg(tmp: Path, name: str, **train):
     raw = sentiment_recipe(tmp, name, **{"lr": 2e-3, "shuffle_buffer": 0, **train})
     return config_from_dict(raw)
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture
@@ -62,7 +55,7 @@ def cluster(monkeypatch):
             "num_cpus": 2,
             "include_dashboard": True,  # Ray Train asks its State API
             "dashboard_host": "127.0.0.1",
-            "dashboard_port": _free_port(),  # the session's Ray holds the default
+            "dashboard_port": free_port(),  # the session's Ray holds the default
         },
     )
     nodes = [cluster.add_node(num_cpus=1, resources={"trainer": 1}) for _ in range(3)]

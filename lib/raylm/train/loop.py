@@ -232,6 +232,11 @@ def _log(
         )
 
 
+def _epoch_done(state: LoopState, spec: RunSpec) -> float:
+    """Epochs trained so far, the current one's consumed share included (e.g. 1.25)."""
+    return state.epoch + state.micro_in_epoch / max(1, spec.micro_per_epoch)
+
+
 def _checkpoint(
     engine, state: LoopState, cfg: Config, spec: RunSpec, val_shard, tracker, ledger: Ledger
 ) -> None:
@@ -240,7 +245,7 @@ def _checkpoint(
         raise NonFiniteLossError(
             f"validation loss is {metrics['val_loss']} at step {state.step}; lower train.lr"
         )
-    epoch = state.epoch + state.micro_in_epoch / max(1, spec.micro_per_epoch)
+    epoch = _epoch_done(state, spec)
     metrics.update(step=state.step, epoch=round(epoch, 4))
     state.history.append({"step": state.step, "epoch": round(epoch, 4), **metrics})
     if tracker is not None:
@@ -273,9 +278,8 @@ def _on_preemption(
         say(preemption.describe(notice, state.step))
     if saved_at != state.step:
         state.preemptions += 1
-        epoch = state.epoch + state.micro_in_epoch / max(1, spec.micro_per_epoch)
         metrics = preemption.checkpoint_metrics(
-            train.best_metric, train.best_mode, state.step, epoch
+            train.best_metric, train.best_mode, state.step, _epoch_done(state, spec)
         )
         _save_and_report(engine, state, metrics, spec, ledger)
     preemption.await_teardown(notice)
