@@ -21,7 +21,7 @@ from raylm.quality_settings import QualityConfig
 from raylm.serve.schemas import ServeConfig
 from raylm.task_settings import MLMConfig, QAConfig, RunQAConfig
 from raylm.tracking_settings import TrackingConfig
-from raylm.train.settings import ParallelConfig, layout_problems
+from raylm.train.settings import ParallelConfig, elastic_problems, layout_problems
 from raylm.tune.settings import TuneSettings
 
 __all__ = ["Config", "ConfigError", "dump_config", "parse_config"]
@@ -273,7 +273,25 @@ class ModelConfig(StrictModel):
 
 # -------------------------------------------------------------------------------------- train
 class TrainConfig(StrictModel):
-    num_workers: int = Field(1, ge=1, description="Ray Train workers (one process each).")
+    num_workers: int = Field(
+        1,
+        ge=1,
+        description="Ray Train workers (one process each); `[min, max]`: elastic training on "
+        "as many as the cluster holds, between the two (sets min_workers and num_workers).",
+    )
+    min_workers: int | None = Field(
+        None,
+        ge=1,
+        description="Elastic training: the fewest workers the run goes on with (num_workers the "
+        "most); a lost worker's ZeRO state is resharded onto those left, and the global batch "
+        "stays num_workers x batch_size x grad_accum (raylm.train.elastic). None: fixed.",
+    )
+    elastic_resize_s: float = Field(
+        60,
+        gt=0,
+        description="Elastic training: how often Ray Train looks for room to grow the group "
+        "back (a resize restarts it from its latest checkpoint).",
+    )
     use_gpu: bool = Field(False, description="One GPU per worker.")
     cpus_per_worker: float = Field(1, gt=0, description="CPUs reserved per worker.")
     resources_per_worker: dict[str, float] = Field(
@@ -359,6 +377,19 @@ class TrainConfig(StrictModel):
         description="Pipeline and tensor parallelism (default: data parallel only).",
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _elastic_range(cls, data: Any) -> Any:
+        """`num_workers: [min, max]` is min_workers + num_workers."""
+        if isinstance(data, dict) and isinstance(data.get("num_workers"), list | tuple):
+            pair = data["num_workers"]
+            if len(pair) != 2 or "min_workers" in data:
+                raise ValueError(
+                    f"num_workers {list(pair)}: give one number, or [min, max] without min_workers"
+                )
+            data = {**data, "min_workers": pair[0], "num_workers": pair[1]}
+        return data
+
     @model_validator(mode="after")
     def _checks(self) -> TrainConfig:
         if self.offload_params and self.zero_stage != 3:
@@ -375,9 +406,20 @@ class TrainConfig(StrictModel):
         problems = layout_problems(
             self.parallel, self.num_workers, self.zero_stage, self.cache_data
         )
+        problems += elastic_problems(self.parallel, self.min_workers, self.num_workers,
+                                     self.grad_accum, self.cache_data)  # fmt: skip
         if problems:
             raise ValueError("; ".join(problems))
         return self
+
+    @property
+    def elastic(self) -> bool:
+        return self.min_workers is not None and self.min_workers < self.num_workers
+
+    @property
+    def fewest_workers(self) -> int:
+        """The workers a run needs to start: min_workers when elastic."""
+        return self.min_workers if self.elastic else self.num_workers
 
     @property
     def data_parallel(self) -> int:

@@ -127,7 +127,7 @@ def preflight(train: TrainConfig, say_every_s: float = 30.0) -> None:
     from ray.util.placement_group import placement_group, remove_placement_group
 
     fit, msg = _room(train)
-    if fit >= train.num_workers:
+    if fit >= train.fewest_workers:  # an elastic run starts on as few as train.min_workers
         return
     if _EMBEDDED:
         raise ConfigError(
@@ -139,7 +139,7 @@ def preflight(train: TrainConfig, say_every_s: float = 30.0) -> None:
         "autoscaler to add nodes",
         flush=True,
     )
-    bundles = [worker_needs(train)] * train.num_workers
+    bundles = [worker_needs(train)] * train.fewest_workers
     group = placement_group(bundles, strategy=train.placement_strategy)
     start = time.monotonic()
     try:

@@ -39,7 +39,7 @@ LAYERS: list[list[str]] = [
     ["raylm.recipe"],
     ["raylm.runfolder", "raylm.runstate"],
     ["raylm.tracking"],
-    ["raylm.train.tensor_parallel", "raylm.train.lm_loss"],
+    ["raylm.train.tensor_parallel", "raylm.train.lm_loss", "raylm.train.elastic"],
     [
         "raylm.train.flops",
         "raylm.train.deepspeed",

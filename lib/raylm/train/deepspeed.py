@@ -1,6 +1,7 @@
 """The DeepSpeed engine: config, engine, step, checkpoint save/load, and the full state dict
 (gathered under ZeRO-3 or tensor parallelism) that export writes (`raylm.models.export`). With
-`train/tensor_parallel.py` (AutoTP's preparation), the only modules that import DeepSpeed.
+`train/tensor_parallel.py` (AutoTP's preparation) and `train/elastic.py` (universal-checkpoint
+conversion), the only modules that import DeepSpeed.
 
 Used from inside a Ray Train worker (torch.distributed is already initialised by TorchTrainer;
 DeepSpeed picks its CPU accelerator and gloo on CPU machines, NCCL on GPUs):
@@ -134,10 +135,12 @@ class Engine:
         train: TrainConfig,
         total_steps: int,
         labelled_loss: bool = False,
+        universal: bool = False,
     ) -> Engine:
         """`labelled_loss`: the task's labels are mostly -100 (Task.labelled_loss); used where
         the model supports it and its head is whole on every rank (ZeRO 0-2, no tensor
-        parallelism)."""
+        parallelism). `universal`: the engine will load a universal checkpoint (one saved by
+        another number of ranks, converted by raylm.train.elastic.to_universal)."""
         import deepspeed
         from torch.optim.lr_scheduler import LambdaLR
 
@@ -150,6 +153,8 @@ class Engine:
 
             settings, extra["mpu"] = tensor_parallel.prepare(model, tp)
             config.update(settings)
+        if universal:
+            config["checkpoint"] = {"load_universal": True}
         engine, _, _, _ = deepspeed.initialize(
             model=model,
             model_parameters=param_groups(model, train.weight_decay, train.head_lr),
@@ -215,11 +220,11 @@ class Engine:
             exclude_frozen_parameters=self.frozen,
         )
 
-    def load(self, ckpt_dir: str | Path) -> dict[str, Any]:
+    def load(self, ckpt_dir: str | Path, tag: str = "ds") -> dict[str, Any]:
         """Restore model, optimizer, scheduler and step; returns the client state."""
         path, client_state = self.engine.load_checkpoint(
             str(ckpt_dir),
-            tag="ds",
+            tag=tag,
             load_module_strict=not self.frozen,  # frozen weights are not in the file
             load_optimizer_states=True,
             load_lr_scheduler_states=True,

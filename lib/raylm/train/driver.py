@@ -27,6 +27,8 @@ from raylm.runtime import (
 from raylm.tasks import RunSpec, get_task
 from raylm.tasks.base import split_examples, train_examples
 from raylm.tracking import finish_run, open_run
+from raylm.train import elastic
+from raylm.train.elastic import parts
 from raylm.train.settings import ParallelConfig
 
 
@@ -70,6 +72,8 @@ def build_spec(cfg: Config, data_dir: Path, stats: dict[str, Any]) -> RunSpec:
     labels = stats.get("labels") or []
     world, examples = cfg.train.num_workers, train_examples(stats)
     replicas = cfg.train.data_parallel  # the workers of one model replica read the same rows
+    if cfg.train.elastic:
+        replicas = parts(cfg.train)  # each fixed part needs a row
     if examples < replicas:  # a worker with no batch would wait on the others' collectives
         raise ValueError(
             f"{data_dir}: {examples} training example(s) for {replicas} data-parallel "
@@ -85,6 +89,8 @@ def build_spec(cfg: Config, data_dir: Path, stats: dict[str, Any]) -> RunSpec:
             "they hold out would hash into validation and test)"
         )
     micro = max(1, math.ceil((examples // replicas) / cfg.train.batch_size))
+    # Elastic: micro-batches per fixed part, one of each a step (raylm.train.elastic).
+    accum = 1 if cfg.train.elastic else cfg.train.grad_accum
     vocab, pad_id, num_labels = len(tok), tok.pad_token_id or 0, max(len(labels), 2)
     return RunSpec(
         task=cfg.model.task,
@@ -95,7 +101,7 @@ def build_spec(cfg: Config, data_dir: Path, stats: dict[str, Any]) -> RunSpec:
         id2label={i: name for i, name in enumerate(labels)} or None,
         max_length=cfg.data.max_length,
         micro_per_epoch=micro,
-        total_steps=max(1, (micro * cfg.train.epochs) // cfg.train.grad_accum),
+        total_steps=max(1, (micro * cfg.train.epochs) // accum),
         num_workers=world,
         flops_per_token=_flops_per_token(cfg, vocab, num_labels, pad_id),
         prompt_template=stats.get("prompt_template") or None,
@@ -141,8 +147,11 @@ def _datasets(cfg: Config, data_dir: Path) -> dict[str, Any]:
             cache = cfg.train.parallel.model_parallel > 1 or (
                 _split_bytes(data_dir, s) < CACHE_MAX_BYTES
             )
-        if cache:
+        if cache or (cfg.train.elastic and s == elastic.SPLIT):
             out[s] = _cached(out[s])
+    if cfg.train.elastic:  # fixed parts, cut in order, that any worker count shares
+        cut = out.pop(elastic.SPLIT).split(elastic.parts(cfg.train), equal=True)
+        out.update(zip(elastic.part_names(cfg.train), cut, strict=True))
     return out
 
 
@@ -161,7 +170,12 @@ def _ordered_splits(parallel: ParallelConfig | None = None) -> type:
 
     class OrderedSplits(ray.train.DataConfig):
         def configure(self, datasets, world_size, worker_handles, worker_node_ids, **kwargs):
-            cached = {k: v for k, v in datasets.items() if isinstance(v, MaterializedDataset)}
+            split = self._datasets_to_split
+            cached = {
+                k: v
+                for k, v in datasets.items()
+                if isinstance(v, MaterializedDataset) and (split == "all" or k in split)
+            }
             streamed = {k: v for k, v in datasets.items() if k not in cached}
             out = super().configure(streamed, world_size, worker_handles, worker_node_ids, **kwargs)
             for name, ds in cached.items():
@@ -235,15 +249,24 @@ def make_trainer(cfg: Config, data_dir: Path, spec: RunSpec, callbacks: list | N
     from raylm.train.loop import train_loop_per_worker
 
     # Ordered, seeded input so a resumed run sees the same batches as an uninterrupted one.
+    datasets = _datasets(cfg, data_dir)
+    # An elastic run's parts are not split: each is read whole by the one rank that has it.
+    to_split = [k for k in datasets if "@" not in k] if cfg.train.elastic else "all"
     data_config = _ordered_splits(cfg.train.parallel)(
-        execution_options=ExecutionOptions(preserve_order=True), enable_shard_locality=False
+        datasets_to_split=to_split,
+        execution_options=ExecutionOptions(preserve_order=True),
+        enable_shard_locality=False,
     )
+    workers = cfg.train.num_workers
+    if cfg.train.elastic:
+        workers = (cfg.train.fewest_workers, cfg.train.num_workers)
     return TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"cfg": cfg.model_dump(mode="json"), "spec": spec},
         torch_config=TorchConfig(timeout_s=math.ceil(cfg.train.collective_timeout_s)),
         scaling_config=ray.train.ScalingConfig(
-            num_workers=cfg.train.num_workers,
+            num_workers=workers,
+            elastic_resize_monitor_interval_s=cfg.train.elastic_resize_s,
             use_gpu=cfg.train.use_gpu,
             resources_per_worker={
                 "CPU": cfg.train.cpus_per_worker,
@@ -266,7 +289,7 @@ def make_trainer(cfg: Config, data_dir: Path, spec: RunSpec, callbacks: list | N
             ),
             callbacks=callbacks,  # e.g. Tune's TuneReportCallback when a trial drives this run
         ),
-        datasets=_datasets(cfg, data_dir),
+        datasets=datasets,
         dataset_config=data_config,
     )
 
@@ -295,10 +318,14 @@ def run_trainer(
 def _fit_trainer(cfg: Config, data_dir: Path, spec: RunSpec, callbacks: list | None) -> Any:
     ensure_ray(cfg.run)
     preflight(cfg.train)
+    workers = cfg.train.num_workers
+    if cfg.train.elastic:
+        workers = f"{cfg.train.fewest_workers}-{workers} (elastic)"
     print(
-        f"[raylm] training {cfg.model.task} on {cfg.train.num_workers} worker(s), "
+        f"[raylm] training {cfg.model.task} on {workers} worker(s), "
         f"ZeRO-{cfg.train.zero_stage} {cfg.train.precision}, {spec.total_steps} steps "
-        f"({spec.micro_per_epoch} micro-batches/epoch/worker)",
+        f"({spec.micro_per_epoch} micro-batches/epoch/"
+        f"{'part' if cfg.train.elastic else 'worker'})",
         flush=True,
     )
     watch_for_stalls(cfg.train)

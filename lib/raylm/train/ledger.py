@@ -83,6 +83,28 @@ class Ledger:
                 ledger.previous = (int(f["previous_epoch"]), f["previous_ids"].astype(np.uint64))
         return ledger
 
+    @classmethod
+    def read_for(cls, folder: str | Path, rank: int, world: int) -> Ledger | None:
+        """Rank `rank`'s ledger of `world` ranks from a checkpoint saved by any number of ranks:
+        the ledgers of the ranks k there with k % world == rank, one after the other (all of
+        them on one rank; none on a rank added since). The ranks' ledgers together still hold
+        every example of the epoch once (raylm.train.elastic)."""
+        saved = sorted(
+            int(p.stem.removeprefix(PREFIX)) for p in Path(folder).glob(f"{PREFIX}*.npz")
+        )
+        if saved == list(range(world)) or not saved:
+            return cls.read(folder, rank)
+        ledgers = {k: cls.read(folder, k) for k in saved}  # a checkpoint's ranks share epochs
+        mine = [ledger for k, ledger in ledgers.items() if k % world == rank]
+        first = ledgers[saved[0]]
+        out = cls(first.epoch)
+        for ledger in mine:
+            out.add(ledger.ids())
+        if first.previous is not None:
+            ids = [ledger.previous[1] for ledger in mine if ledger.previous is not None]
+            out.previous = (first.previous[0], np.concatenate([np.empty(0, np.uint64), *ids]))
+        return out
+
     def resumed_at(self, epoch: int) -> Ledger:
         """The ledger to continue from a checkpoint whose loop state is at `epoch`."""
         self.start(epoch)

@@ -27,7 +27,8 @@ from raylm.data.collate import count_tokens
 from raylm.runtime import configure_ray_data
 from raylm.tasks import RunSpec, get_task
 from raylm.tracking import Tracker
-from raylm.train import preemption
+from raylm.train import elastic, preemption
+from raylm.train.elastic import interleave
 from raylm.train.flops import mfu
 from raylm.train.ledger import IDS_KEY, Ledger, example_ids
 from raylm.train.manifest import write_manifest
@@ -313,26 +314,38 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     model = task.build_model(
         cfg.model, spec.vocab_size, spec.num_labels, spec.pad_id, spec.eos_id, spec.id2label
     )
-    engine = engine_class(cfg.train).create(
-        model, cfg.train, spec.total_steps, labelled_loss=task.labelled_loss
-    )
+    # Elastic runs: the batch sizes of the worker count this launch has (raylm.train.elastic).
+    train = elastic.on_workers(cfg.train, _world()) if cfg.train.elastic else cfg.train
+
+    def create(universal: bool = False) -> Any:
+        extra = {"universal": True} if universal else {}
+        return engine_class(train).create(
+            model, train, spec.total_steps, labelled_loss=task.labelled_loss, **extra
+        )
+
+    engine, state, ledger = restore(create, ray.train.get_checkpoint())
     if engine.frozen and _rank() == 0:
         from raylm.models.build import count_parameters
 
         trained, total = count_parameters(model), count_parameters(model, trainable_only=False)
         say(f"training {trained:,} of {total:,} parameters ({100 * trained / total:.2f}%)")
-    state, ledger = restore(engine, ray.train.get_checkpoint())
     # `from_pretrained` hands back a model in eval mode: without this a fine-tune trained without
     # dropout until its first validation, and a resume (eval mode again) drew other losses.
     engine.train_mode(True)
     peak = device_peak_flops(cfg.train.use_gpu, cfg.train.peak_flops)  # one worker's device
-    meter = Meter(spec.flops_per_token, peak * spec.num_workers, cfg.train.parallel.model_parallel)
-    train_shard = ray.train.get_dataset_shard("train")
+    meter = Meter(spec.flops_per_token, peak * _world(), cfg.train.parallel.model_parallel)
+    if cfg.train.elastic:  # this rank's fixed parts of the split, read in turn
+        names = elastic.my_parts(cfg.train, _rank(), _world())
+        train_shards = [ray.train.get_dataset_shard(n) for n in names]
+        if _rank() == 0:
+            say(f"elastic: {_world()} worker(s), {len(names)} micro-batch(es) each per step")
+    else:
+        train_shards = [ray.train.get_dataset_shard("train")]
     val_shard = ray.train.get_dataset_shard("validation")
     # Rank 0 logs to the run's tracking (raylm.tracking); a queue put per logged step.
     tracker = Tracker(spec.tracking, state.step) if spec.tracking and _rank() == 0 else None
     try:
-        _train(cfg, spec, task, engine, state, meter, train_shard, val_shard, tracker, ledger)
+        _train(cfg, spec, task, engine, state, meter, train_shards, val_shard, tracker, ledger)
     finally:
         if tracker is not None:
             tracker.close()
@@ -345,14 +358,16 @@ def _train(
     engine: Any,
     state: LoopState,
     meter: Meter,
-    train_shard: Any,
+    train_shards: list[Any],
     val_shard: Any,
     tracker: Any = None,
     ledger: Ledger | None = None,
 ) -> None:
     """Epochs of steps, with validation + checkpoints at eval_every and at each epoch's end;
     the ledger records which examples were trained on (raylm.train.ledger). On a preemption
-    notice every rank saves a checkpoint at once (raylm.train.preemption)."""
+    notice every rank saves a checkpoint at once (raylm.train.preemption). `train_shards`: the
+    rank's shard, or in an elastic run its parts, read in turn (raylm.train.elastic); the loop
+    state counts micro-batches consumed per shard."""
     ledger = ledger or Ledger(state.epoch)
     saved_at = -1  # the step of this launch's newest checkpoint
     every_poll = cfg.train.preemption_poll_steps
@@ -360,16 +375,18 @@ def _train(
     while state.epoch < cfg.train.epochs and state.step < stop_at:
         finished_epoch = True
         ledger.start(state.epoch)
-        epoch_batches = batches(
-            train_shard, cfg.train, task.collate, state.epoch, spec, shuffle=True, ids=True
+        per = len(train_shards)
+        epoch_batches = interleave(
+            batches(s, cfg.train, task.collate, state.epoch, spec, shuffle=True, ids=True)
+            for s in train_shards
         )
         for i, batch in enumerate(epoch_batches):
             ids = batch.pop(IDS_KEY)
-            if i < state.micro_in_epoch:
+            if i < state.micro_in_epoch * per:
                 continue  # consumed before the checkpoint we resumed from (in its ledger)
             stepped = train_step(engine, meter, batch)
             ledger.add(ids.cpu().numpy().view(np.uint64))
-            state.micro_in_epoch = i + 1
+            state.micro_in_epoch = (i + 1) // per
             if not stepped:
                 continue
             state.step = engine.global_step

@@ -60,6 +60,7 @@ def write_manifest(ckpt_dir: str | Path, rank: int, world: int) -> Path:
 class CheckpointCheck:
     state: str  # "complete", "incomplete" (something missing) or "corrupt" (something differs)
     detail: str = ""  # what is wrong, naming the file
+    world: int = 0  # the ranks that saved it (complete checkpoints)
 
     @property
     def ok(self) -> bool:
@@ -103,4 +104,4 @@ def check_checkpoint(ckpt_dir: str | Path) -> CheckpointCheck:
                 return bad
     except (ValueError, KeyError, TypeError) as err:  # a manifest that is not one
         return CheckpointCheck("corrupt", f"unreadable manifest: {err}")
-    return CheckpointCheck("complete")
+    return CheckpointCheck("complete", world=world)

@@ -1,10 +1,14 @@
 """Where a run resumes: the loop state a checkpoint carries besides DeepSpeed's, each rank's
 RNG streams, and the newest complete checkpoint to resume from (incomplete or corrupt ones
-skipped, raylm.train.manifest). Used by the worker loop (raylm.train.loop)."""
+skipped, raylm.train.manifest); a checkpoint saved by another number of ranks has its ZeRO
+state resharded (raylm.train.elastic). Used by the worker loop (raylm.train.loop)."""
 
 from __future__ import annotations
 
 import sys
+import tempfile
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -95,27 +99,49 @@ def _step_of(name: str) -> tuple[int, int]:
         return -1, 0
 
 
-def restore(engine: Any, ckpt: Any) -> tuple[LoopState, Ledger]:
-    """The loop state and data ledger of the newest complete checkpoint up to `ckpt` (Ray
-    Train's latest; None: a fresh start), with the engine's DeepSpeed state and the RNG streams
-    restored from it. Incomplete or corrupt checkpoints (raylm.train.manifest) are skipped with
-    a warning."""
+def _load(create: Callable[..., Any], folder: str, saved_by: int) -> tuple[Any, dict]:
+    """A new engine with the DeepSpeed state of the checkpoint in `folder`, and its client
+    state. ZeRO shards saved by another number of ranks go through a universal checkpoint."""
+    sharded = any((Path(folder) / "ds").glob("*optim_states.pt"))  # ZeRO 1-3
+    if saved_by == world() or not sharded:
+        engine = create()
+        return engine, engine.load(folder)
+    from raylm.train.elastic import to_universal
+
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="raylm-universal-") as tmp:
+        tag = to_universal(folder, tmp)
+        engine = create(universal=True)
+        client = engine.load(tmp, tag=tag)
+    if rank() == 0:
+        say(
+            f"resharded the ZeRO state of {saved_by} rank(s) onto {world()} "
+            f"(universal checkpoint, {time.perf_counter() - t0:.1f} s)"
+        )
+    return engine, client
+
+
+def restore(create: Callable[..., Any], ckpt: Any) -> tuple[Any, LoopState, Ledger]:
+    """The DeepSpeed engine (`create(universal=False)` builds it), loop state and data ledger
+    of the newest complete checkpoint up to `ckpt` (Ray Train's latest; None: a fresh start),
+    with the engine's state and the RNG streams restored from it. Incomplete or corrupt
+    checkpoints (raylm.train.manifest) are skipped with a warning."""
     if ckpt is None:
-        return LoopState(), Ledger()
-    skipped, client, rng, ledger = [], None, None, None
+        return create(), LoopState(), Ledger()
+    skipped, engine, client, rng, ledger = [], None, None, None, None
     for candidate in _candidates(ckpt):
         with candidate.as_directory() as d:
             check = check_checkpoint(d)
             if check.ok:
-                client = engine.load(d)
+                engine, client = _load(create, d, check.world)
                 rng = _read_rng(Path(d) / f"rng_rank{rank()}.pt")
-                ledger = Ledger.read(d, rank())
+                ledger = Ledger.read_for(d, rank(), world())
                 break
         name = candidate.path.rsplit("/", 1)[-1]
         skipped.append(f"{name} ({check.state}: {check.detail})")
         if rank() == 0:
             say(f"warning: checkpoint {name} is {check.state}, skipped: {check.detail}")
-    if client is None:
+    if engine is None:
         raise RuntimeError(
             f"no complete checkpoint to resume from in {ckpt.path.rsplit('/', 1)[0]}: "
             + "; ".join(skipped)
@@ -130,4 +156,4 @@ def restore(engine: Any, ckpt: Any) -> tuple[LoopState, Ledger]:
             f"resumed from step {state.step} (epoch {state.epoch + 1}, "
             f"micro-batch {state.micro_in_epoch})"
         )
-    return state, (ledger or Ledger(state.epoch)).resumed_at(state.epoch)
+    return engine, state, (ledger or Ledger(state.epoch)).resumed_at(state.epoch)

@@ -10,10 +10,12 @@ of the model. In a replica, pipeline parallelism gives each stage a contiguous r
 every stage busy), and tensor parallelism splits every layer's matrices across ranks (DeepSpeed
 AutoTP). Rules that need the model (stages against its layers, ranks against its heads) are
 checked with the model's config before any worker starts (`raylm.preflight.check_layout`).
+Elastic runs (`num_workers: [min, max]`, raylm.train.elastic) are data parallel only.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 from pydantic import Field
@@ -83,5 +85,43 @@ def layout_problems(
         problems.append(
             f"train.parallel.tensor_parallel {t} needs train.zero_stage 0, 1 or 2: DeepSpeed's "
             "AutoTP training does not combine with ZeRO-3"
+        )
+    return problems
+
+
+def elastic_problems(
+    parallel: ParallelConfig,
+    fewest: int | None,
+    most: int,
+    grad_accum: int,
+    cache_data: bool | None = None,
+) -> list[str]:
+    """The rules of elastic training (train.num_workers [fewest, most]), each naming its fields.
+    Every step takes one micro-batch from each of `most x grad_accum` fixed parts of the split
+    (raylm.train.elastic), so every worker count the run may get must divide that number."""
+    if fewest is None:
+        return []
+    if fewest > most:
+        return [f"train.num_workers [{fewest}, {most}]: the fewest is more than the most"]
+    problems = []
+    if parallel.model_parallel > 1:
+        problems.append(
+            "train.num_workers [min, max] (elastic) is for data-parallel runs: set "
+            "train.parallel.pipeline_stages and tensor_parallel to 1, or give one num_workers"
+        )
+    if cache_data is False:
+        problems.append(
+            "train.cache_data false: elastic training reads the training split from the object "
+            "store, cut into fixed parts that any number of workers can share"
+        )
+    parts = most * grad_accum
+    odd = [n for n in range(fewest, most + 1) if parts % n]
+    if odd:
+        fix = next(a for a in range(grad_accum, grad_accum * math.lcm(*odd) + 1)
+                   if all(most * a % n == 0 for n in range(fewest, most + 1)))  # fmt: skip
+        problems.append(
+            f"train.num_workers [{fewest}, {most}] with train.grad_accum {grad_accum}: a step's "
+            f"{parts} micro-batches cannot be shared evenly by {odd[0]} worker(s); set "
+            f"train.grad_accum to {fix}"
         )
     return problems

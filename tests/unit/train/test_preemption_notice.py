@@ -1,5 +1,5 @@
 """The worker loop's side of a preemption (raylm.train.preemption); the real drain of a node
-is tests/chaos/test_preemption.py."""
+is tests/chaos/test_spot_nodes.py."""
 
 from __future__ import annotations
 

@@ -14,8 +14,14 @@ from raylm.config import TokenizerConfig
 from raylm.recipe import config_from_dict
 from raylm.tasks.base import train_examples
 from raylm.train.driver import _split_bytes, build_spec
-from raylm.train.resume import LoopState
-from raylm.train.resume import restore as _restore
+from raylm.train.resume import LoopState, restore
+
+
+def _restore(engine, ckpt):
+    """restore() with this engine as the one it creates; (state, ledger)."""
+    created, state, ledger = restore(lambda universal=False: engine, ckpt)
+    assert created is engine
+    return state, ledger
 
 
 @pytest.fixture(scope="module")
