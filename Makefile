@@ -37,7 +37,7 @@ format: setup
 	$(VENV)/bin/ruff check --fix lib tests benchmarks ray_jobs examples
 
 bench: setup  ## quick CPU benchmarks; results in benchmarks/results/
-	$(PY) -m benchmarks.run --quick
+	$(PY) -m benchmarks.run --quick --readme README.md
 
 clean:
 	rm -rf outputs .pytest_cache .ruff_cache

@@ -6,7 +6,9 @@
     python -m benchmarks.run --skip serve_latency
 
 Each benchmark writes its own results/<name>.{json,md}; the summary gathers every table found
-in results/ (including ones from earlier runs of benchmarks not rerun now, marked by time).
+in results/ (including ones from earlier runs of benchmarks not rerun now, marked by time),
+after one table of every figure with its target, pass or miss, and spread
+(benchmarks.scorecard); `--readme README.md` writes that table into the README (`make bench`).
 """
 
 from __future__ import annotations
@@ -17,10 +19,13 @@ import json
 import sys
 import time
 import traceback
+from pathlib import Path
 
+from benchmarks import scorecard
 from benchmarks.harness import RESULTS, markdown_table
 
 SUITE = ("train_step", "ingest", "serve_latency", "serve_stream", "lm_loss")
+# In words, under each detailed table (the scorecard checks them: benchmarks.scorecard.TARGETS).
 TARGETS = {
     "train_step_1proc": "raylm step / plain PyTorch step <= 1.10",
     "train_step_2proc": "raylm step / DDP (gloo) step <= 1.10",
@@ -38,7 +43,7 @@ TARGETS = {
 
 
 def summary() -> str:
-    parts = ["# Benchmark summary", ""]
+    parts = ["# Benchmark summary", "", scorecard.markdown(scorecard.figures()), ""]
     for path in sorted(RESULTS.glob("*.json")):
         data = json.loads(path.read_text(encoding="utf-8"))
         if "rows" not in data:
@@ -75,6 +80,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="small step counts (~15 min)")
     parser.add_argument("--only", nargs="*", choices=SUITE, help="run just these")
     parser.add_argument("--skip", nargs="*", choices=SUITE, default=[], help="leave these out")
+    parser.add_argument("--readme", type=Path, help="write the scorecard into this README")
     args = parser.parse_args()
     names = [n for n in (args.only or SUITE) if n not in args.skip]
     failed, notes = [], {}
@@ -99,6 +105,11 @@ def main() -> None:
     text = summary() + "".join(f"- {k}: {v}\n" for k, v in notes.items())
     (RESULTS / "SUMMARY.md").write_text(text, encoding="utf-8")
     print(text, flush=True)
+    if args.readme:
+        if not scorecard.rewrite_readme(args.readme, scorecard.markdown(scorecard.figures())):
+            failed.append(f"{args.readme} (no scorecard markers)")
+        else:
+            print(f"scorecard written into {args.readme}", flush=True)
     if failed:
         raise SystemExit(f"failed: {', '.join(failed)}")
 
