@@ -19,14 +19,21 @@ ROOT = Path(__file__).resolve().parent.parent
 VOCAB, PAD, BATCH, MAX_LEN, SEED = 6000, 0, 32, 64, 0
 
 
-def make_model():
+SIZES = {"2x128": (2, 128, 2), "4x256": (4, 256, 4), "6x512": (6, 512, 8)}  # layers, hidden, heads
+
+
+def make_model(size: str = "2x128"):
+    """The BERT classifier at one of SIZES (the default: raylm's tiny preset)."""
     import torch
 
     from raylm.config import ModelConfig
     from raylm.tasks import build_model
 
+    layers, hidden, heads = SIZES[size]
     torch.manual_seed(SEED)
-    return build_model(ModelConfig(task="classification", preset="tiny"), VOCAB, 2, PAD)
+    cfg = ModelConfig(task="classification", preset="tiny", num_layers=layers,
+                      hidden_size=hidden, num_heads=heads)  # fmt: skip
+    return build_model(cfg, VOCAB, 2, PAD)
 
 
 def token_rows(n: int, seed: int = SEED) -> list[dict[str, Any]]:

@@ -13,6 +13,14 @@ benchmarks/ingest.py's subject). Steady state = the mean step after `skip` warm-
 (process/worker-group start, model build, engine init) is reported apart as `startup_s`.
 Writes benchmarks/results/train_step_1proc.{json,md} and train_step_2proc.{json,md}.
 
+    python -m benchmarks.train_step --sizes --quick   # ZeRO-2 overhead at 3 model sizes
+
+At 2x128 (the tiny preset), 4x256 and 6x512: 1 process, plain PyTorch vs raylm ZeRO-2 as it is
+and with `contiguous_gradients` off; 2 processes at 4x256, DDP vs raylm ZeRO-2 as it is and
+with `overlap_comm` on (DeepSpeed's knobs, set in the worker over raylm's ds_config). Whether the
+ZeRO-2 cost is a fixed per-parameter cost that larger models hide or raylm's own:
+train_step_size_<size>.{json,md} and train_step_size_4x256_2proc.{json,md}.
+
     python -m benchmarks.train_step --tracking   # tracking on vs off (run.tracking)
 
 The same raylm ZeRO-2 worker with rank 0's Tracker (TensorBoard events and an MLflow run in a
@@ -61,14 +69,14 @@ def _plain_steps(model, steps: int) -> list[float]:
     return times
 
 
-def plain_case(steps: int, skip: int) -> dict[str, float]:
+def plain_case(steps: int, skip: int, size: str = "2x128") -> dict[str, float]:
     import torch
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         t0 = time.perf_counter()
-        model = common.make_model()
+        model = common.make_model(size)
         model.train()
         startup = time.perf_counter() - t0
         res = common.steady(_plain_steps(model, steps), skip)
@@ -77,7 +85,7 @@ def plain_case(steps: int, skip: int) -> dict[str, float]:
     return {**res, "startup_s": startup}
 
 
-def _ddp_proc(rank: int, port: int, steps: int, queue) -> None:
+def _ddp_proc(rank: int, port: int, steps: int, size: str, queue) -> None:
     os.environ["OMP_NUM_THREADS"] = "1"
     import torch
     import torch.distributed as dist
@@ -85,7 +93,7 @@ def _ddp_proc(rank: int, port: int, steps: int, queue) -> None:
 
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
-    model = DDP(common.make_model())
+    model = DDP(common.make_model(size))
     model.train()
     dist.barrier()
     ready = time.time()
@@ -94,8 +102,8 @@ def _ddp_proc(rank: int, port: int, steps: int, queue) -> None:
     queue.put((rank, ready, times))
 
 
-def ddp_case(steps: int, skip: int) -> dict[str, float]:
-    got, launched = common.spawn_pair(_ddp_proc, steps)
+def ddp_case(steps: int, skip: int, size: str = "2x128") -> dict[str, float]:
+    got, launched = common.spawn_pair(_ddp_proc, steps, size)
     rank0 = next(g for g in got if g[0] == 0)
     return {**common.steady(rank0[2], skip), "startup_s": rank0[1] - launched}
 
@@ -111,8 +119,20 @@ def raylm_worker(config: dict[str, Any]) -> None:
 
     t_start = config["t_launch"]
     torch.set_num_threads(1)
+    if knobs := config.get("knobs"):  # DeepSpeed's ZeRO knobs over raylm's own config
+        import raylm.train.deepspeed as raylm_ds
+
+        base = raylm_ds.ds_config
+
+        def tuned(train):
+            out = base(train)
+            out["zero_optimization"].update(knobs)
+            return out
+
+        raylm_ds.ds_config = tuned
     cfg = common.train_config(config["workers"], config["zero"], config["steps"])
-    engine = Engine.create(common.make_model(), cfg, config["steps"])
+    size = config.get("size", "2x128")
+    engine = Engine.create(common.make_model(size), cfg, config["steps"])
     meter = Meter(1.0, 1e11)
     data = common.batches(8)
     target = config.get("tracking")
@@ -153,9 +173,16 @@ def _tracking_target() -> Any:
 
 
 def raylm_case(
-    workers: int, zero: int, steps: int, skip: int, tracking: bool = False
+    workers: int,
+    zero: int,
+    steps: int,
+    skip: int,
+    tracking: bool = False,
+    size: str = "2x128",
+    knobs: dict[str, Any] | None = None,
 ) -> dict[str, float]:
     cfg = {"workers": workers, "zero": zero, "steps": steps, "skip": skip, "t_launch": time.time()}
+    cfg |= {"size": size, "knobs": knobs or {}}
     if tracking:
         cfg["tracking"] = _tracking_target()
     m = common.fit(raylm_worker, cfg, workers)
@@ -167,11 +194,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer steps and repeats")
     parser.add_argument("--tracking", action="store_true", help="only tracking on vs off")
+    parser.add_argument("--sizes", action="store_true", help="only ZeRO-2 at 3 model sizes")
     args = parser.parse_args(argv)
     steps, skip, repeats = (40, 10, 2) if args.quick else (150, 20, 5)
     common.start_ray()
     if args.tracking:
         return {"train_step_tracking": tracking_table(steps, skip, repeats)}
+    if args.sizes:
+        return size_tables(*((20, 5, 2) if args.quick else (60, 10, 3)))
     notes = {
         "model": "BERT classifier, 2 layers, hidden 128, vocab 6000, fp32",
         "batch": f"{common.BATCH} rows x 8..{common.MAX_LEN} tokens, 1 thread per process",
@@ -193,6 +223,43 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ]
     tables["train_step_2proc"] = compare(two, repeats=repeats, warmup=0, baseline="ddp_gloo_2p")
     write_results("train_step_2proc", tables["train_step_2proc"], notes)
+    return tables
+
+
+def size_tables(steps: int, skip: int, repeats: int) -> dict[str, Any]:
+    """ZeRO-2 against plain PyTorch at three model sizes; two DeepSpeed knobs beside it."""
+    tables = {}
+    notes = {
+        "batch": f"{common.BATCH} rows x 8..{common.MAX_LEN} tokens, 1 thread per process",
+        "steps": f"{steps} per run, first {skip} not timed; {repeats} interleaved repeats",
+        "metric": "step_s = mean seconds per optimizer step in steady state (per process)",
+    }
+    for size in common.SIZES:
+        cases = [
+            Case("plain_pytorch", lambda size=size: plain_case(steps, skip, size)),
+            Case("raylm_zero2_1w", lambda size=size: raylm_case(1, 2, steps, skip, size=size)),
+            Case(
+                "raylm_zero2_1w_contiguous_off",
+                lambda size=size: raylm_case(
+                    1, 2, steps, skip, size=size, knobs={"contiguous_gradients": False}
+                ),
+            ),
+        ]
+        name = f"train_step_size_{size}"
+        tables[name] = compare(cases, repeats=repeats, warmup=0, baseline="plain_pytorch")
+        write_results(name, tables[name], {**notes, "model": f"BERT classifier {size}, fp32"})
+    size = "4x256"
+    cases = [
+        Case("ddp_gloo_2p", lambda: ddp_case(steps, skip, size)),
+        Case("raylm_zero2_2w", lambda: raylm_case(2, 2, steps, skip, size=size)),
+        Case(
+            "raylm_zero2_2w_overlap_comm",
+            lambda: raylm_case(2, 2, steps, skip, size=size, knobs={"overlap_comm": True}),
+        ),
+    ]
+    name = f"train_step_size_{size}_2proc"
+    tables[name] = compare(cases, repeats=repeats, warmup=0, baseline="ddp_gloo_2p")
+    write_results(name, tables[name], {**notes, "model": f"BERT classifier {size}, fp32"})
     return tables
 
 
