@@ -51,7 +51,7 @@ def ingest_worker(config: dict[str, Any]) -> None:
     meter = Meter(1.0, 1e11)
     if config["stream"]:
         shard = ray.train.get_dataset_shard("train")
-        spec = RunSpec("classification", 0, common.PAD, None, 2, None, 0, 0, 0, 1)
+        spec = RunSpec("classification", 0, common.PAD, None, 2, None, 0, 0, 0)
         collate = get_task("classification").collate
         source = iter(batches(shard, cfg, collate, 0, spec, True))
     else:

@@ -39,9 +39,8 @@ class RunSpec:
     num_labels: int
     id2label: dict[int, str] | None
     max_length: int
-    micro_per_epoch: int  # micro-batches per epoch on each worker
+    micro_per_epoch: int  # micro-batches per epoch on each worker (elastic: on each part)
     total_steps: int  # optimizer steps of the whole schedule
-    num_workers: int
     flops_per_token: float = 0.0
     prompt_template: str | None = None
     mask_id: int | None = None  # [MASK], for masked-LM tasks

@@ -28,7 +28,6 @@ from raylm.tasks import RunSpec, get_task
 from raylm.tasks.base import split_examples, train_examples
 from raylm.tracking import finish_run, open_run
 from raylm.train import elastic
-from raylm.train.elastic import parts
 from raylm.train.settings import ParallelConfig
 
 
@@ -70,10 +69,10 @@ def build_spec(cfg: Config, data_dir: Path, stats: dict[str, Any]) -> RunSpec:
 
     tok = load_tokenizer(str(data_dir / "tokenizer"))
     labels = stats.get("labels") or []
-    world, examples = cfg.train.num_workers, train_examples(stats)
+    examples = train_examples(stats)
     replicas = cfg.train.data_parallel  # the workers of one model replica read the same rows
     if cfg.train.elastic:
-        replicas = parts(cfg.train)  # each fixed part needs a row
+        replicas = elastic.parts(cfg.train)  # each fixed part needs a row
     if examples < replicas:  # a worker with no batch would wait on the others' collectives
         raise ValueError(
             f"{data_dir}: {examples} training example(s) for {replicas} data-parallel "
@@ -102,7 +101,6 @@ def build_spec(cfg: Config, data_dir: Path, stats: dict[str, Any]) -> RunSpec:
         max_length=cfg.data.max_length,
         micro_per_epoch=micro,
         total_steps=max(1, (micro * cfg.train.epochs) // accum),
-        num_workers=world,
         flops_per_token=_flops_per_token(cfg, vocab, num_labels, pad_id),
         prompt_template=stats.get("prompt_template") or None,
         mask_id=tok.mask_token_id,
@@ -251,7 +249,8 @@ def make_trainer(cfg: Config, data_dir: Path, spec: RunSpec, callbacks: list | N
     # Ordered, seeded input so a resumed run sees the same batches as an uninterrupted one.
     datasets = _datasets(cfg, data_dir)
     # An elastic run's parts are not split: each is read whole by the one rank that has it.
-    to_split = [k for k in datasets if "@" not in k] if cfg.train.elastic else "all"
+    parts = elastic.part_names(cfg.train) if cfg.train.elastic else []
+    to_split = [k for k in datasets if k not in parts] if parts else "all"
     data_config = _ordered_splits(cfg.train.parallel)(
         datasets_to_split=to_split,
         execution_options=ExecutionOptions(preserve_order=True),

@@ -70,14 +70,14 @@ def on_workers(train: TrainConfig, world: int) -> TrainConfig:
     return train.model_copy(update={"num_workers": world, "min_workers": None, "grad_accum": accum})
 
 
+_DONE = object()
+
+
 def interleave(streams: Iterable[Iterable[Any]]) -> Iterator[Any]:
     """One item of each stream in turn (`a0 b0 a1 b1 ...`), until every stream is done."""
     iterators = [iter(s) for s in streams]
     for batch in itertools.zip_longest(*iterators, fillvalue=_DONE):
         yield from (x for x in batch if x is not _DONE)
-
-
-_DONE = object()
 
 
 def to_universal(ckpt_dir: str | Path, out_dir: str | Path, tag: str = "ds") -> str:
