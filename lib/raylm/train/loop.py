@@ -28,7 +28,6 @@ from raylm.runtime import configure_ray_data
 from raylm.tasks import RunSpec, get_task
 from raylm.tracking import Tracker
 from raylm.train import elastic, preemption
-from raylm.train.elastic import interleave
 from raylm.train.flops import mfu
 from raylm.train.ledger import IDS_KEY, Ledger, example_ids
 from raylm.train.manifest import write_manifest
@@ -376,7 +375,7 @@ def _train(
         finished_epoch = True
         ledger.start(state.epoch)
         per = len(train_shards)
-        epoch_batches = interleave(
+        epoch_batches = elastic.interleave(
             batches(s, cfg.train, task.collate, state.epoch, spec, shuffle=True, ids=True)
             for s in train_shards
         )
