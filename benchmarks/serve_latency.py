@@ -13,11 +13,14 @@
    counter), from an aiohttp load generator on the same 2 cores. The tiny model on a short text
    (HTTP-bound on 2 cores), and the small preset (4 x 256) on a 120-character text, where the
    model is a larger share of each request.
-3. The same colocated app with Ray's RAY_SERVE_THROUGHPUT_OPTIMIZED=1 (direct ingress: the
-   client calls the ingress replica's own port, 30000 up, no proxy), in a fresh Ray in a child
-   process because Ray reads the switch when Serve's processes start.
+3. The same apps under the other `serve.ingress` layouts, each in a fresh Ray in a child
+   process (Ray reads the switches when Serve's processes start; raylm.serve.launch.INGRESS_ENV):
+   `direct` (Ray's RAY_SERVE_THROUGHPUT_OPTIMIZED=1: the client calls the ingress replica's own
+   port, 30000 up, no proxy) and `haproxy` (the same plus RAY_SERVE_ENABLE_HA_PROXY=1: HAProxy
+   on the serve port balances over the ingress replicas' ports). The HAProxy phase also records
+   the addresses HAProxy listens on.
 Writes benchmarks/results/serve_latency, serve_batching, serve_batching_small,
-serve_direct_ingress and serve_direct_batching (.json, .md).
+serve_{direct,haproxy}_ingress and serve_{direct,haproxy}_batching (.json, .md).
 """
 
 from __future__ import annotations
@@ -177,7 +180,7 @@ APPS = {
     "cbs": (True, 16, "small"),
     "cus": (True, 1, "small"),
 }
-DIRECT_APPS = ("cb", "cu")  # the direct-ingress phase: colocated apps only
+INGRESS_APPS = ("b", "u", "cb", "cu")  # the direct and HAProxy phases
 LONG = TEXT * 4  # ~120 characters: 128 tokens after truncation
 PORT = 8765
 
@@ -283,27 +286,59 @@ def proxy_phase(dirs: dict[str, Path], n_lat: int, n_tput: int, repeats: int) ->
     batching("serve_batching_small", pairs, LONG, n_tput, {"repeats": repeats, "setup": setup})
 
 
-def direct_phase(dirs: dict[str, Path], n_lat: int, n_tput: int, repeats: int) -> None:
-    """RAY_SERVE_THROUGHPUT_OPTIMIZED=1: the client calls the ingress replica's own port."""
+def ingress_phase(layout: str, dirs: dict[str, Path], n_lat: int, n_tput: int, repeats: int):
+    """Under `serve.ingress: direct` or `haproxy` (this process's Ray was started with its
+    switches): latency of the separate and colocated apps, batching of the colocated pair."""
     from raylm.serve.launch import direct_ingress_urls
     from raylm.serve.schemas import load_serve_config
 
-    deploy_apps(DIRECT_APPS, dirs)
-    # The client calls each app's ingress replica on its own port: http://127.0.0.1:30000/cb
-    urls = {a: direct_ingress_urls(load_serve_config(app_config(a)))[0] for a in DIRECT_APPS}
-    setup = "tiny BERT (2x128), colocated, direct ingress (no proxy), sequential, 2 CPUs"
-    apps = {"colocated, direct ingress": "cb"}
-    base = urls["cb"].rsplit("/", 1)[0]
-    latency("serve_direct_ingress", base, dirs["tiny"], apps, n_lat, repeats, setup)
-    pairs = {"colocated, direct ingress": (urls["cu"], urls["cb"])}
-    setup = "colocated tiny BERT, 1 replica (0.25 CPU), direct ingress, a 30-character text"
-    batching("serve_direct_batching", pairs, TEXT, n_tput, {"repeats": repeats, "setup": setup})
+    deploy_apps(INGRESS_APPS, dirs)
+    if layout == "direct":  # the client calls each app's ingress replica on its own port
+        urls = {a: direct_ingress_urls(load_serve_config(app_config(a)))[0] for a in INGRESS_APPS}
+    else:  # HAProxy answers on the serve port and balances over the replicas' own ports
+        urls = {a: f"http://127.0.0.1:{PORT}/{a}" for a in INGRESS_APPS}
+    label = f"{layout} ingress"
+    setup = f"tiny BERT (2x128), {label} (no Ray proxy), sequential, 2 CPUs"
+    apps = {f"separate, {label}": "b", f"colocated, {label}": "cb"}
+    # latency_cases calls `/<app>/...` on one connection: every app must share host and port
+    bases = {urls[a].rsplit("/", 1)[0] for a in apps.values()}
+    if len(bases) > 1:  # direct ingress: each app on its own port, so one table per app
+        for mode, app in apps.items():
+            base = urls[app].rsplit("/", 1)[0]
+            name = f"serve_{layout}_ingress" + ("" if app == "cb" else "_separate")
+            latency(name, base, dirs["tiny"], {mode: app}, n_lat, repeats, setup)
+    else:
+        latency(f"serve_{layout}_ingress", bases.pop(), dirs["tiny"], apps, n_lat, repeats, setup)
+    notes: dict[str, Any] = {"repeats": repeats}
+    notes["setup"] = f"tiny BERT, 1 replica per app (0.25 CPU), {label}, a 30-character text"
+    if layout == "haproxy":
+        notes["HAProxy listens on"] = haproxy_listeners()
+    pairs = {
+        f"separate, {label}": (urls["u"], urls["b"]),
+        f"colocated, {label}": (urls["cu"], urls["cb"]),
+    }
+    batching(f"serve_{layout}_batching", pairs, TEXT, n_tput, notes)
+
+
+def haproxy_listeners() -> list[str]:
+    """The addresses the HAProxy processes listen on (what `serve.host` does not confine)."""
+    import psutil
+
+    pids = {p.pid for p in psutil.process_iter(["name"]) if p.info["name"] == "haproxy"}
+    return sorted(
+        {
+            f"{c.laddr.ip}:{c.laddr.port}"
+            for c in psutil.net_connections(kind="tcp")
+            if c.status == psutil.CONN_LISTEN and c.pid in pids
+        }
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer requests (smoke run)")
-    parser.add_argument("--phase", choices=["proxy", "direct"], default="proxy")
+    parser.add_argument("--phase", choices=["proxy", "direct", "haproxy"], default="proxy")
+    parser.add_argument("--layouts", default="direct,haproxy", help="child phases after proxy")
     args = parser.parse_args()
     sizes = (40, 480, 3) if args.quick else (200, 1600, 5)
 
@@ -316,15 +351,21 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         dirs = {p: make_classifier(Path(tmp) / p, preset=p) for p in ("tiny", "small")}
         try:
-            (proxy_phase if args.phase == "proxy" else direct_phase)(dirs, *sizes)
+            if args.phase == "proxy":
+                proxy_phase(dirs, *sizes)
+            else:
+                ingress_phase(args.phase, dirs, *sizes)
         finally:
             serve.shutdown()
             ray.shutdown()
     if args.phase == "proxy":
-        # Ray reads the switch when Serve's processes start: a fresh Ray in its own process.
-        env = {**os.environ, "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}
-        argv = [sys.executable, "-m", "benchmarks.serve_latency", "--phase", "direct"]
-        subprocess.run(argv + (["--quick"] if args.quick else []), env=env, check=True)
+        from raylm.serve.launch import INGRESS_ENV
+
+        # Ray reads the switches when Serve's processes start: a fresh Ray in its own process.
+        for layout in filter(None, args.layouts.split(",")):
+            env = {**os.environ, **INGRESS_ENV[layout]}
+            argv = [sys.executable, "-m", "benchmarks.serve_latency", "--phase", layout]
+            subprocess.run(argv + (["--quick"] if args.quick else []), env=env, check=True)
 
 
 if __name__ == "__main__":

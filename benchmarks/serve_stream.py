@@ -8,10 +8,12 @@ The model: a GPT-2 (4 x 32, byte-level BPE) trained for a few seconds to recite 
 in a cycle, in the exported layout; greedy, `max_tokens` 32, one request at a time over a
 keep-alive connection.
 In process: `raylm.generate.stream_generate`, the function the Serve replica streams from,
-one thread (as a replica given one CPU). Over HTTP: raylm's Serve app as `raylm serve` starts
-it (proxy -> ingress -> generator replica, loopback), and with `serve.colocate` (the model in
-the ingress replica: one hop fewer). Rounds interleave; first-token overhead
-= HTTP's median time to the first text chunk minus in-process's, and likewise per later token.
+one thread (as a replica given one CPU). Over HTTP: raylm's Serve app in a Ray started as
+`raylm serve` starts it (the default `serve.ingress: direct`, loopback), called at the ingress
+replica's own port (the default: proxy-free) and through Ray's proxy, each with the model in
+the ingress replica (the default `serve.colocate`) and in a deployment of its own (one hop
+more). Rounds interleave; first-token overhead = HTTP's median time to the first text chunk
+minus in-process's, and likewise per later token.
 Writes benchmarks/results/serve_stream.{json,md}.
 """
 
@@ -34,6 +36,12 @@ TEXTS = [
 PROMPT = "这本书很好"
 MAX_TOKENS = 32
 PORT = 8123
+LABELS = (  # (app, case label): the default layout first
+    ("default", "default: direct ingress, model in the ingress"),
+    ("separate", "direct ingress, a model deployment"),
+    ("default via proxy", "Ray's proxy, model in the ingress"),
+    ("separate via proxy", "Ray's proxy, a model deployment"),
+)
 
 
 def _memorise(model, tok, steps: int = 600) -> None:
@@ -80,10 +88,11 @@ def make_generator(out: Path) -> Path:
     return out
 
 
-def stream_text_http(prefix: str = "") -> str:
+def stream_text_http(app_url: str) -> str:
     """The whole text of one streamed completion over HTTP (to check both sides agree)."""
     body = {"model": "gen", "prompt": PROMPT, "max_tokens": MAX_TOKENS, "stream": True}
-    conn = http.client.HTTPConnection("127.0.0.1", PORT, timeout=60)
+    port, prefix = _split(app_url)
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
     headers = {"Content-Type": "application/json"}
     conn.request("POST", f"{prefix}/v1/completions", json.dumps(body), headers)
     text = ""
@@ -123,7 +132,16 @@ def in_process_case(path: Path, n: int):
     return run
 
 
-def http_case(n: int, prefix: str = ""):
+def _split(app_url: str) -> tuple[int, str]:
+    """(port, route prefix) of `http://127.0.0.1:<port><prefix>`."""
+    from urllib.parse import urlsplit
+
+    u = urlsplit(app_url)
+    return u.port or 80, u.path.rstrip("/")
+
+
+def http_case(n: int, app_url: str):
+    port, prefix = _split(app_url)
     body = json.dumps({"model": "gen", "prompt": PROMPT, "max_tokens": MAX_TOKENS, "stream": True})
 
     def one(conn: http.client.HTTPConnection) -> dict[str, float]:
@@ -141,7 +159,7 @@ def http_case(n: int, prefix: str = ""):
         return _timings(stamps, began)
 
     def run() -> dict[str, float]:
-        conn = http.client.HTTPConnection("127.0.0.1", PORT, timeout=60)
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
         try:
             return _medians([one(conn) for _ in range(n)])
         finally:
@@ -175,36 +193,49 @@ def main() -> None:
     import torch
     from ray import serve
 
-    from raylm.serve.launch import deploy
+    from raylm.serve.launch import deploy, direct_ingress_urls, start_ray
+    from raylm.serve.schemas import load_serve_config
 
     torch.set_num_threads(1)
-    ray.init(num_cpus=2, log_to_driver=False)
+    apps = {  # case -> serve config; the first is what `raylm serve` starts by default
+        "default": {"port": PORT, "app_name": "bench_stream", "route_prefix": "/s"},
+        "separate": {"port": PORT, "app_name": "bench_stream_m", "route_prefix": "/m"},
+    }
+    apps["separate"]["colocate"] = False
+    # As `raylm serve` starts its Ray: serve.ingress's switches in the new Ray's environment
+    if not start_ray(load_serve_config(apps["default"]), num_cpus=2, log_to_driver=False):
+        raise SystemExit("serve_stream needs a Ray of its own (unset RAY_ADDRESS)")
     with tempfile.TemporaryDirectory() as tmp:
         path = make_generator(Path(tmp) / "gen")
         try:
-            deploy({"gen": str(path)}, {"port": PORT, "app_name": "bench_stream"})
-            colocated = {"port": PORT, "app_name": "bench_stream_c", "route_prefix": "/c"}
-            deploy({"gen": str(path)}, {**colocated, "colocate": True})
-            texts = {"HTTP": stream_text_http(), "in process": _local_text(path)}
-            cases = [
-                Case("in process (stream_generate)", in_process_case(path, n)),
-                Case("HTTP stream (Serve, default layout)", http_case(n)),
-                Case("HTTP stream (serve.colocate: no model hop)", http_case(n, "/c")),
-            ]
+            urls = {}
+            for name, cfg in apps.items():
+                proxy_url = deploy({"gen": str(path)}, cfg)
+                direct = direct_ingress_urls(load_serve_config(cfg))
+                if not direct:
+                    raise SystemExit("direct ingress is off in this Ray: see INGRESS_ENV")
+                urls[name], urls[f"{name} via proxy"] = direct[0], proxy_url
+            texts = {"HTTP": stream_text_http(urls["default"]), "in process": _local_text(path)}
+            cases = [Case("in process (stream_generate)", in_process_case(path, n))]
+            for key, label in LABELS:
+                cases.append(Case(f"HTTP stream ({label})", http_case(n, urls[key])))
             table = compare(cases, repeats=repeats)
         finally:
             serve.shutdown()
             ray.shutdown()
     rows = {r["case"]: r for r in table["rows"]}
     local = rows["in process (stream_generate)"]
-    remote = rows["HTTP stream (Serve, default layout)"]
-    near = rows["HTTP stream (serve.colocate: no model hop)"]
     notes = {
-        "first-token overhead (ms, median)": round(remote["median"] - local["median"], 2),
-        "first-token overhead, colocated (ms, median)": round(near["median"] - local["median"], 2),
-        "per later token overhead (ms, median)": round(
-            remote["per_token_ms"] - local["per_token_ms"], 3
-        ),
+        f"first-token overhead, {label} (ms, median)": round(
+            rows[f"HTTP stream ({label})"]["median"] - local["median"], 2
+        )
+        for _, label in LABELS
+    }
+    default = rows[f"HTTP stream ({LABELS[0][1]})"]
+    notes["per later token overhead, default layout (ms, median)"] = round(
+        default["per_token_ms"] - local["per_token_ms"], 3
+    )
+    notes |= {
         "setup": f"GPT-2 4x32 reciting a cycle of lines, greedy, max_tokens {MAX_TOKENS}, "
         f"{n} requests a round, sequential, loopback, 2 CPUs",
         "streamed text": texts["HTTP"]

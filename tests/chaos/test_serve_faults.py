@@ -51,6 +51,7 @@ def url(ray_session, tmp_path_factory):
     cfg = {
         "port": free_port(),
         "app_name": APP,
+        "colocate": False,  # the model replica is what the faults kill
         "max_ongoing_requests": 8,
         "max_queued_requests": 8,
         "num_cpus": 0.5,

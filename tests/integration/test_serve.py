@@ -52,6 +52,7 @@ def url(ray_session, models):
 
     cfg = {
         "port": free_port(),
+        "colocate": False,  # a deployment per model (the default colocated layout: below)
         "max_ongoing_requests": 2,
         "max_queued_requests": 4,
         "num_cpus": 0.5,
@@ -373,7 +374,8 @@ def test_overload_burst_is_only_200_or_503(url):
 
 
 def test_colocated_app_answers_like_the_separate_one(url, http, models):
-    """serve.colocate: one deployment holds the models; same answers, stream and errors."""
+    """serve.colocate (the default): one deployment holds the models; same answers, stream and
+    errors as the module's app of a deployment per model."""
     import httpx
     from openai import OpenAI
     from ray import serve
@@ -381,7 +383,7 @@ def test_colocated_app_answers_like_the_separate_one(url, http, models):
     from raylm.serve.launch import deploy
 
     port = _port(url)
-    cfg = {"port": port, "app_name": "colo", "route_prefix": "/colo", "colocate": True}
+    cfg = {"port": port, "app_name": "colo", "route_prefix": "/colo"}  # colocated by default
     cfg |= {"num_cpus": 0.5, "auth_token_env": TOKEN_ENV, "limits": LIMITS}
     colo = deploy({k: str(v) for k, v in models.items()}, cfg)
     try:
@@ -419,6 +421,7 @@ def test_replicas_that_cannot_be_placed_fail_after_the_startup_timeout(url, mode
 
     port = _port(url)
     cfg = {"port": port, "app_name": "gpu", "route_prefix": "/gpu", "num_gpus": 1}
+    cfg["colocate"] = False  # the waiting names the model's own deployment
     cfg |= {"startup_timeout_s": 1, "auth_token_env": TOKEN_ENV}
     with pytest.raises(ServeStartupError, match=r"'gpu' not running after 1 s.*model_clf"):
         deploy({"clf": str(models["clf"])}, cfg)
@@ -433,10 +436,23 @@ def test_replicas_that_cannot_be_placed_fail_after_the_startup_timeout(url, mode
     assert app is None or app.status.value == "DELETING", app
 
 
-def test_raylm_serve_cli_prints_direct_ingress_and_stops_on_sigint(url, http, models, tmp_path):
-    """`raylm serve` end to end in its own process and its own Ray started with Ray's
-    RAY_SERVE_THROUGHPUT_OPTIMIZED=1: it prints the replica's direct URL, which answers like the
-    proxy; Ctrl-C removes the app and exits 0. In this session's Ray direct ingress is off."""
+def _listening(port: int) -> dict[str, str]:
+    """Local address -> process name of each TCP listener on `port` on this machine."""
+    import psutil
+
+    return {
+        f"{c.laddr.ip}:{c.laddr.port}": psutil.Process(c.pid).name()
+        for c in psutil.net_connections(kind="tcp")
+        if c.status == psutil.CONN_LISTEN and c.laddr.port == port and c.pid
+    }
+
+
+@pytest.mark.parametrize("ingress", ["direct", "haproxy"])
+def test_raylm_serve_cli_layouts_on_loopback_with_auth(ingress, url, http, models, tmp_path):
+    """`raylm serve` end to end in its own process, starting its own Ray with `serve.ingress`'s
+    switches (the default `direct`, and `haproxy`): it prints where to send requests, the app
+    answers there on loopback only, with auth, like the session's app; Ctrl-C removes the app
+    and exits 0. In this session's Ray (started without the switches) direct ingress is off."""
     import queue
     import signal
     import subprocess
@@ -451,11 +467,11 @@ def test_raylm_serve_cli_prints_direct_ingress_and_stops_on_sigint(url, http, mo
     assert direct_ingress_urls(load_serve_config({"app_name": "raylm"})) == []
     port = free_port()
     serve_yaml = tmp_path / "serve.yaml"
-    serve_yaml.write_text(
-        yaml.safe_dump({"serve": {"port": port, "colocate": True, "num_cpus": 0.5}})
-    )
-    env = {**os.environ, "RAY_ADDRESS": "local", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}
-    env.pop(TOKEN_ENV, None)
+    section = {"port": port, "num_cpus": 0.5, "auth_token_env": TOKEN_ENV}
+    if ingress != "direct":  # the default
+        section["ingress"] = ingress
+    serve_yaml.write_text(yaml.safe_dump({"serve": section}))
+    env = {**os.environ, "RAY_ADDRESS": "local", TOKEN_ENV: TOKEN}
     argv = [sys.executable, "-m", "raylm.cli", "serve", str(models["clf"]), "-c", str(serve_yaml)]
     proc = subprocess.Popen(
         argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
@@ -464,16 +480,28 @@ def test_raylm_serve_cli_prints_direct_ingress_and_stops_on_sigint(url, http, mo
     threading.Thread(target=lambda: [lines.put(x) for x in proc.stdout], daemon=True).start()
     seen: list[str] = []
     try:
-        while not any("direct ingress (no proxy): " in x for x in seen):
+        while not any("Ctrl-C stops" in x for x in seen):
             seen.append(lines.get(timeout=240))
-        direct = next(x for x in seen if "direct ingress" in x).split(": ", 2)[-1].strip()
-        assert direct.startswith("http://127.0.0.1:") and not direct.endswith(f":{port}")
+        said = [x.split("raylm serve: ", 1)[1].strip() for x in seen if "raylm serve: " in x]
+        front = f"http://127.0.0.1:{port}"
+        if ingress == "direct":  # the replica's own port first, the proxy after it
+            assert said[0].startswith("direct ingress (no proxy hop): http://127.0.0.1:"), said
+            assert said[1] == f"via Ray's proxy: {front}", said
+            target = said[0].rsplit(": ", 1)[1]
+            owner = "ray::ServeReplica"
+        else:
+            assert said[0] == f"via HAProxy (direct to the ingress replicas' ports): {front}"
+            target, owner = front, "haproxy"
+        listeners = _listening(int(target.rsplit(":", 1)[1]))
+        assert set(listeners) == {f"127.0.0.1:{target.rsplit(':', 1)[1]}"}, listeners
+        assert all(name.startswith(owner[:15]) for name in listeners.values()), listeners
         body = {"texts": TEXTS}
-        got = httpx.post(f"{direct}/v1/classify", json=body, timeout=60).json()["results"]
-        via_proxy = httpx.post(f"http://127.0.0.1:{port}/v1/classify", json=body, timeout=60)
+        denied = httpx.post(f"{target}/v1/classify", json=body, timeout=60)
+        assert denied.status_code == 401, denied.text
+        got = httpx.post(f"{target}/v1/classify", json=body, headers=AUTH, timeout=60)
         want = http.post("/v1/classify", json={"model": "clf", **body}).json()["results"]
-        assert [r["label"] for r in got] == [r["label"] for r in want]
-        assert via_proxy.json()["results"] == got
+        assert [r["label"] for r in got.json()["results"]] == [r["label"] for r in want]
+        assert "model;dur=" in got.headers["server-timing"]
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=120) == 0, "".join(seen[-20:])
     finally:

@@ -5,6 +5,9 @@ below, so this list is the whole of it):
 - Serve bearer auth on every route but the probes: tests/unit/serve/test_serve_api.py
   (test_auth_guards_all_but_probes) and over real HTTP tests/integration/test_serve.py
   (test_body_limit_and_auth);
+- `raylm serve`'s default layout (direct ingress) and the HAProxy one answer on 127.0.0.1 only,
+  with auth: tests/integration/test_serve.py (test_raylm_serve_cli_layouts_on_loopback_with_auth;
+  HAProxy's own stats and metrics ports listen on every interface, so it is not the default);
 - the embedded Ray's dashboard on 127.0.0.1: tests/unit/test_cli.py
   (test_workers_that_cannot_fit_an_embedded_ray_fail_in_one_line reads its URL);
 - a checkpoint shard swapped for a pickle (same size or not) is refused by its manifest, and with

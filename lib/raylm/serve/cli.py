@@ -60,7 +60,9 @@ def write_deploy_config(cfg: ServeConfig, out: str | Path) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     header = (
         "# Written by `raylm serve --build`. Deploy to a running cluster: serve deploy "
-        f"{out.name}\n# Model paths must exist on every node that runs a replica.\n"
+        f"{out.name}\n# Model paths must exist on every node that runs a replica. "
+        "serve.ingress takes effect where the\n# cluster's Ray starts "
+        "(raylm.serve.launch.INGRESS_ENV; cluster.yaml sets `direct`'s).\n"
     )
     body = yaml.safe_dump(deploy_config(cfg), sort_keys=False, allow_unicode=True)
     out.write_text(header + body, encoding="utf-8")

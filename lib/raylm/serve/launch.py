@@ -7,6 +7,7 @@ The application itself (ingress, model deployments, `build_app`) is in app.py.
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 import time
@@ -16,6 +17,20 @@ from ray import serve
 
 from raylm.serve.app import build_application
 from raylm.serve.schemas import ServeConfig, ServeStartupError, http_options, load_serve_config
+
+# What Ray's environment needs, where its processes start, for each `serve.ingress` layout:
+#   direct   Ray's throughput-optimized Serve: each ingress replica also answers HTTP on its own
+#            port (30000 up) on serve.host, so a client skips the proxy hop (measured fastest);
+#   haproxy  the same with HAProxy in front on serve.port, balancing over those ports; its stats
+#            and metrics ports (8404, 9101) listen on every interface whatever serve.host says;
+#   proxy    Ray Serve's own HTTP proxy only.
+# Ray reads them once, when it starts: a Ray that `raylm serve` starts gets them; a running
+# cluster keeps what it was started with (cluster.yaml starts its nodes with `direct`'s).
+INGRESS_ENV: dict[str, dict[str, str]] = {
+    "direct": {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"},
+    "haproxy": {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1", "RAY_SERVE_ENABLE_HA_PROXY": "1"},
+    "proxy": {},
+}
 
 
 def deploy(
@@ -35,8 +50,7 @@ def deploy(
     cfg = serve_cfg.model_copy(update={"models": {**serve_cfg.models, **model_paths}})
     cfg = load_serve_config(cfg.model_dump())  # re-validate the merged model names
     app = build_application(cfg)
-    if not ray.is_initialized():
-        ray.init()
+    started = start_ray(cfg) if not ray.is_initialized() else False
     serve.start(http_options=http_options(cfg))
     if short := unplaceable(replica_needs(cfg), _node_resources()):
         hint = "replicas wait for a node that fits (an autoscaler), up to serve.startup_timeout_s"
@@ -45,12 +59,43 @@ def deploy(
     host = "127.0.0.1" if cfg.host in ("0.0.0.0", "::") else cfg.host
     url = f"http://{host}:{cfg.port}{cfg.route_prefix.rstrip('/')}"
     if blocking:
-        print(f"raylm serve: {url} (docs: {url}/docs); Ctrl-C stops", flush=True)
-        for direct in direct_ingress_urls(cfg):
-            print(f"raylm serve: direct ingress (no proxy): {direct}", flush=True)
+        for line in entry_points(cfg, url, started, direct_ingress_urls(cfg)):
+            print(f"raylm serve: {line}", flush=True)
+        print(f"raylm serve: docs at {url}/docs; Ctrl-C stops", flush=True)
         _wait_for_signal()
         serve.delete(cfg.app_name)
     return url
+
+
+def start_ray(cfg: ServeConfig, **init_args: Any) -> bool:
+    """`ray.init(**init_args)` for serving: connect to RAY_ADDRESS or a Ray running on this
+    machine, else start one whose processes get `cfg.ingress`'s switches (INGRESS_ENV).
+    True if it started one."""
+    import ray
+
+    os.environ.update(INGRESS_ENV[cfg.ingress])  # read by the processes a new local Ray starts
+    ray.init(**init_args)
+    node = getattr(ray._private.worker, "_global_node", None)
+    return bool(node is not None and node.head)
+
+
+def entry_points(cfg: ServeConfig, url: str, started: bool, direct: list[str]) -> list[str]:
+    """Where to send requests, fastest first, each with the layout it takes (what `raylm serve`
+    prints once the app runs). `url`: the app on serve.port; `direct`: its ingress replicas' own
+    URLs (direct_ingress_urls); `started`: whether this process started the Ray."""
+    if direct:
+        balance = ", balancing over the ingress replicas" if len(direct) > 1 else ""
+        lines = [f"direct ingress (no proxy hop): {u}" for u in direct]
+        return [*lines, f"via Ray's proxy{balance}: {url}"]
+    if started and cfg.ingress == "haproxy":
+        return [f"via HAProxy (direct to the ingress replicas' ports): {url}"]
+    if started or cfg.ingress == "proxy":
+        return [f"via Ray's proxy: {url}"]
+    switches = " ".join(f"{k}={v}" for k, v in INGRESS_ENV[cfg.ingress].items())
+    return [  # a running cluster keeps the layout it was started with
+        f"{url} (the running cluster's layout: serve.ingress '{cfg.ingress}' takes effect "
+        f"where the cluster's Ray starts with {switches})"
+    ]
 
 
 def replica_needs(cfg: ServeConfig) -> dict[str, float]:

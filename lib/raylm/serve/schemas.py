@@ -91,9 +91,19 @@ class ServeConfig(StrictModel):
         256, ge=1, description="Concurrent requests in the HTTP ingress replica."
     )
     colocate: bool = Field(
-        False,
-        description="Load the models inside the HTTP ingress replica: one hop fewer per request; "
-        "replicas, queue and resource settings then apply to that one deployment.",
+        True,
+        description="Load the models inside the HTTP ingress replica: one hop fewer per request "
+        "and batches that fill (the measured-fastest layout); replicas, queue and resource "
+        "settings then apply to that one deployment. False: a deployment per model behind the "
+        "ingress, for models that need other hardware or scale apart from the HTTP layer.",
+    )
+    ingress: Literal["direct", "haproxy", "proxy"] = Field(
+        "direct",
+        description="How HTTP reaches the app in a Ray that `raylm serve` starts: `direct` "
+        "(each ingress replica also answers on its own port on `host`, skipping Ray's proxy: "
+        "the fastest), `haproxy` (HAProxy on `port` in front of those ports; its stats and "
+        "metrics ports listen on every interface), `proxy` (Ray's proxy only). A running "
+        "cluster keeps the layout it was started with (raylm.serve.launch.INGRESS_ENV).",
     )
     request_timeout_s: float = Field(60, gt=0, description="Per-request deadline (then 504).")
     startup_timeout_s: float = Field(

@@ -113,6 +113,19 @@ def test_token_auth_on_every_ray_start(cfg):
         assert any("auth_token" in c and "secretsmanager" in c for c in cfg[key]), key
 
 
+def test_nodes_start_with_the_default_serve_layout(cfg):
+    """Serve reads its layout switches where Ray starts: cluster.yaml starts every node with
+    those of the default `serve.ingress` (direct ingress)."""
+    from raylm.serve.launch import INGRESS_ENV
+    from raylm.serve.schemas import ServeConfig
+
+    default = ServeConfig.model_fields["ingress"].default
+    switches = [f"{k}={v}" for k, v in INGRESS_ENV[default].items()]
+    for key in ("head_start_ray_commands", "worker_start_ray_commands"):
+        starts = [c for c in cfg[key] if "ray start" in c]
+        assert all(s in c.split("ray start")[0] for c in starts for s in switches), key
+
+
 def test_no_secret_in_file():
     text = CLUSTER_YAML.read_text(encoding="utf-8")
     assert not re.search(r"RAY_AUTH_TOKEN\s*[=:]\s*(?!\$)\S", text)  # `=$(aws ...)` is fine

@@ -49,7 +49,8 @@ def test_build_writes_a_serve_deploy_config(tmp_path):
     _fake_model(tmp_path / "run" / "model", "classification")
     lm = _fake_model(tmp_path / "lm", "causal_lm")
     cfg = tmp_path / "serve.yaml"
-    cfg.write_text(yaml.safe_dump({"port": 8100, "models": {"lm": str(lm)}, "replicas": 2}))
+    raw = {"port": 8100, "models": {"lm": str(lm)}, "replicas": 2, "colocate": False}
+    cfg.write_text(yaml.safe_dump(raw))
     out = Path(serve_command(str(tmp_path / "run"), str(cfg), build=True))
     assert out == tmp_path / "run" / "serve_deploy.yaml"
     doc = yaml.safe_load(out.read_text())
@@ -86,7 +87,7 @@ def test_build_writes_a_serve_deploy_config(tmp_path):
         {"config": str(ROOT / "examples" / "serve.yaml"), "models.lm": str(lm), "port": "8001"}
     )
     handles, tasks, served = flat._bound_deployment.init_args[:3]
-    assert tasks == {"lm": "causal_lm"} and handles.keys() == {"lm"}
+    assert tasks == {"lm": "causal_lm"} and handles == {}  # the recipe colocates its models
     assert served["port"] == 8001 and served["request_timeout_s"] == 30  # the recipe's value
     with pytest.raises(ConfigError, match="serve.checkpoint"):
         build_app({"models.lm": str(lm), "checkpoint": "s3://x"})
@@ -138,8 +139,8 @@ def test_colocate_builds_one_deployment_with_the_model_settings(tmp_path):
 
     models = {n: str(_fake_model(tmp_path / n, t)) for n, t in (("c", "classification"),)}
     raw = {"models": models, "replicas": 2, "max_queued_requests": 5, "num_cpus": 2}
-    separate = build_application(load_serve_config(raw))
-    colocated = build_application(load_serve_config({**raw, "colocate": True}))
+    separate = build_application(load_serve_config({**raw, "colocate": False}))
+    colocated = build_application(load_serve_config(raw))  # the default
     # The separate layout's ingress holds a handle per model; the colocated one builds them.
     assert separate._bound_deployment.init_args[0].keys() == {"c"}
     ingress = colocated._bound_deployment
@@ -189,6 +190,31 @@ def test_unplaceable_replicas_are_named_before_serve_waits_on_them():
     assert (
         unplaceable(needs, []) == "no node has 4 CPU, 1 GPU for one replica (largest: 0 CPU, 0 GPU)"
     )
+
+
+def test_entry_points_say_which_layout_each_url_takes():
+    from raylm.serve.launch import INGRESS_ENV, entry_points
+    from raylm.serve.schemas import load_serve_config
+
+    url, cfg = "http://127.0.0.1:8000", load_serve_config({})
+    one = ["http://127.0.0.1:30000"]
+    assert entry_points(cfg, url, True, one) == [
+        "direct ingress (no proxy hop): http://127.0.0.1:30000",
+        "via Ray's proxy: http://127.0.0.1:8000",
+    ]
+    two = entry_points(cfg, url, False, [*one, "http://127.0.0.1:30001"])
+    assert two[-1] == "via Ray's proxy, balancing over the ingress replicas: " + url
+    haproxy = load_serve_config({"ingress": "haproxy"})
+    assert entry_points(haproxy, url, True, []) == [
+        "via HAProxy (direct to the ingress replicas' ports): " + url
+    ]
+    assert entry_points(load_serve_config({"ingress": "proxy"}), url, False, []) == [
+        "via Ray's proxy: " + url
+    ]
+    # A running cluster without the switches: the URL, and what would turn the layout on
+    (line,) = entry_points(cfg, url, False, [])
+    assert line.startswith(url) and "RAY_SERVE_THROUGHPUT_OPTIMIZED=1" in line
+    assert INGRESS_ENV["proxy"] == {} and set(INGRESS_ENV) == {"direct", "haproxy", "proxy"}
 
 
 def test_serve_status_messages_are_told_on_one_line():

@@ -28,6 +28,7 @@ def test_defaults_bind_loopback():
     assert cfg.host == "127.0.0.1" and cfg.auth_token_env == "RAYLM_SERVE_TOKEN"
     assert cfg.num_replicas == 1 and cfg.autoscaling is None
     assert cfg.limits.max_body_bytes > 0 and cfg.batch.max_batch_size >= 1
+    assert cfg.ingress == "direct" and cfg.colocate  # the measured-fastest loopback layout
 
 
 @pytest.mark.parametrize(
@@ -43,6 +44,7 @@ def test_defaults_bind_loopback():
         ({"max_queued_requests": 0}, "max_queued_requests"),
         ({"route_prefix": "api"}, "serve.route_prefix"),
         ({"limts": {}}, "serve.limts"),
+        ({"ingress": "nginx"}, "serve.ingress"),
     ],
 )
 def test_bad_config_names_the_field(raw, field):
