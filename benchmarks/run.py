@@ -29,6 +29,8 @@ SUITE = ("train_step", "ingest", "serve_latency", "serve_stream", "lm_loss")
 TARGETS = {
     "train_step_1proc": "raylm step / plain PyTorch step <= 1.10",
     "train_step_2proc": "raylm step / DDP (gloo) step <= 1.10",
+    "train_step_knobs_6x512": "raylm ZeRO-2 / plain PyTorch <= 1.05; each knob reported beside",
+    "train_step_knobs_4x256_2proc": "raylm ZeRO-2 / DDP (gloo) <= 1.10; each knob reported beside",
     "ingest": "wait_share (streaming) <= 5%",
     "serve_direct_ingress": "HTTP p50 - in-process p50 <= 5 ms (the default layout)",
     "serve_direct_ingress_separate": "reported beside the default layout (serve.colocate: false)",

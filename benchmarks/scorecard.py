@@ -50,6 +50,8 @@ TARGETS = (
     Target("train_step_size_4x256", r"raylm_zero2_1w$", "ratio", "<=", 1.10),
     Target("train_step_size_4x256_2proc", r"raylm_zero2_2w$", "ratio", "<=", 1.10),
     Target("train_step_size_6x512", r"raylm_zero2_1w$", "ratio", "<=", 1.05),
+    Target("train_step_knobs_6x512", r"raylm_zero2_1w$", "ratio", "<=", 1.05),
+    Target("train_step_knobs_4x256_2proc", r"raylm_zero2_2w$", "ratio", "<=", 1.10),
     Target("ingest", r"ray_data_stream", "wait_share", "<=", 0.05),
     # Serve: the targets hold for the default layout (serve.ingress: direct); the others are
     # reported beside it

@@ -21,6 +21,12 @@ with `overlap_comm` on (DeepSpeed's knobs, set in the worker over raylm's ds_con
 ZeRO-2 cost is a fixed per-parameter cost that larger models hide or raylm's own:
 train_step_size_<size>.{json,md} and train_step_size_4x256_2proc.{json,md}.
 
+    python -m benchmarks.train_step --knobs --quick   # DeepSpeed's ZeRO-2 knobs, side by side
+
+raylm ZeRO-2 as it is and with each of KNOBS (bucket sizes, round-robin gradients, PyTorch-style
+backward) beside plain PyTorch at 6x512 (1 process) and DDP at 4x256 (2 processes):
+train_step_knobs_6x512 and train_step_knobs_4x256_2proc (.json, .md).
+
     python -m benchmarks.train_step --tracking   # tracking on vs off (run.tracking)
 
 The same raylm ZeRO-2 worker with rank 0's Tracker (TensorBoard events and an MLflow run in a
@@ -119,7 +125,10 @@ def raylm_worker(config: dict[str, Any]) -> None:
 
     t_start = config["t_launch"]
     torch.set_num_threads(1)
-    if knobs := config.get("knobs"):  # DeepSpeed's ZeRO knobs over raylm's own config
+    knobs = dict(config.get("knobs") or {})
+    if knobs.pop("pytorch_backward", False):  # DeepSpeed's PyTorch-style `loss.backward()`
+        _use_pytorch_backward()
+    if knobs:  # DeepSpeed's ZeRO knobs over raylm's own config
         import raylm.train.deepspeed as raylm_ds
 
         base = raylm_ds.ds_config
@@ -153,6 +162,21 @@ def raylm_worker(config: dict[str, Any]) -> None:
     if tracker is not None:
         tracker.close()
     common.put(config, {**common.steady(times, config["skip"]), "startup_s": ready - t_start})
+
+
+def _use_pytorch_backward() -> None:
+    """Engine.forward_backward calling `loss.backward()` itself, as DeepSpeed 0.18+ allows with a
+    ZeRO optimizer (its hooks run the pre/post-backward work), instead of `engine.backward`."""
+    from raylm.train.deepspeed import Engine
+
+    def forward_backward(self, batch):
+        engine = self.engine
+        assert engine._support_torch_style_backward, "this DeepSpeed has no PyTorch-style backward"
+        loss = engine(**batch).loss
+        (loss / engine.gradient_accumulation_steps()).backward()
+        return loss.detach()
+
+    Engine.forward_backward = forward_backward
 
 
 def _tracking_target() -> Any:
@@ -195,6 +219,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--quick", action="store_true", help="fewer steps and repeats")
     parser.add_argument("--tracking", action="store_true", help="only tracking on vs off")
     parser.add_argument("--sizes", action="store_true", help="only ZeRO-2 at 3 model sizes")
+    parser.add_argument("--knobs", action="store_true", help="ZeRO-2 knobs side by side")
     args = parser.parse_args(argv)
     steps, skip, repeats = (40, 10, 2) if args.quick else (150, 20, 5)
     common.start_ray()
@@ -202,6 +227,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         return {"train_step_tracking": tracking_table(steps, skip, repeats)}
     if args.sizes:
         return size_tables(*((20, 5, 2) if args.quick else (60, 10, 3)))
+    if args.knobs:
+        return knob_tables(*((20, 5, 2) if args.quick else (60, 10, 3)))
     notes = {
         "model": "BERT classifier, 2 layers, hidden 128, vocab 6000, fp32",
         "batch": f"{common.BATCH} rows x 8..{common.MAX_LEN} tokens, 1 thread per process",
@@ -277,6 +304,48 @@ def tracking_table(steps: int, skip: int, repeats: int) -> dict[str, Any]:
     }
     write_results("train_step_tracking", table, notes)
     return table
+
+
+# DeepSpeed's ZeRO-2 knobs tried against raylm's settings (the issue-21 list): buckets of a tenth
+# and of ten times DeepSpeed's default (5e8 elements), round-robin gradient partitioning, and the
+# PyTorch-style backward. overlap_comm and contiguous_gradients are in --sizes.
+KNOBS = {
+    "bucket_5e7": {"reduce_bucket_size": int(5e7), "allgather_bucket_size": int(5e7)},
+    "bucket_5e9": {"reduce_bucket_size": int(5e9), "allgather_bucket_size": int(5e9)},
+    "round_robin": {"round_robin_gradients": True},
+    "pytorch_backward": {"pytorch_backward": True},
+}
+
+
+def knob_tables(steps: int, skip: int, repeats: int) -> dict[str, Any]:
+    """ZeRO-2 with each of KNOBS beside raylm's settings and the plain reference: 1 process at
+    6x512 (the largest size, target <= 1.05) and 2 processes at 4x256 (target <= 1.10)."""
+    notes = {
+        "batch": f"{common.BATCH} rows x 8..{common.MAX_LEN} tokens, 1 thread per process",
+        "steps": f"{steps} per run, first {skip} not timed; {repeats} interleaved repeats",
+        "metric": "step_s = mean seconds per optimizer step in steady state (per process)",
+        "knobs": {k: v for k, v in KNOBS.items()},
+    }
+    tables = {}
+    for name, workers, size, ref, reference in (
+        ("train_step_knobs_6x512", 1, "6x512", "plain_pytorch", plain_case),
+        ("train_step_knobs_4x256_2proc", 2, "4x256", "ddp_gloo_2p", ddp_case),
+    ):
+        cases = [
+            Case(ref, lambda size=size, f=reference: f(steps, skip, size)),
+            Case(
+                f"raylm_zero2_{workers}w",
+                lambda size=size, w=workers: raylm_case(w, 2, steps, skip, size=size),
+            ),
+        ]
+        for label, knobs in KNOBS.items():
+            run = lambda size=size, w=workers, k=knobs: raylm_case(  # noqa: E731
+                w, 2, steps, skip, size=size, knobs=k
+            )
+            cases.append(Case(f"raylm_zero2_{workers}w_{label}", run))
+        tables[name] = compare(cases, repeats=repeats, warmup=0, baseline=ref)
+        write_results(name, tables[name], {**notes, "model": f"BERT classifier {size}, fp32"})
+    return tables
 
 
 if __name__ == "__main__":
