@@ -288,7 +288,7 @@ def proxy_phase(dirs: dict[str, Path], n_lat: int, n_tput: int, repeats: int) ->
 
 def ingress_phase(layout: str, dirs: dict[str, Path], n_lat: int, n_tput: int, repeats: int):
     """Under `serve.ingress: direct` or `haproxy` (this process's Ray was started with its
-    switches): latency of the separate and colocated apps, batching of the colocated pair."""
+    switches): latency and batching of the separate and the colocated apps."""
     from raylm.serve.launch import direct_ingress_urls
     from raylm.serve.schemas import load_serve_config
 
