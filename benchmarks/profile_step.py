@@ -37,21 +37,6 @@ from benchmarks import common
 from benchmarks.harness import RESULTS
 
 
-def _plain_phases(model, opt, sched, batch) -> tuple[float, float, float]:
-    import torch
-
-    t0 = time.perf_counter()
-    out = model(**batch)
-    t1 = time.perf_counter()
-    out.loss.backward()
-    t2 = time.perf_counter()
-    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-    opt.step()
-    sched.step()
-    opt.zero_grad(set_to_none=True)
-    return t1 - t0, t2 - t1, time.perf_counter() - t2
-
-
 def _raylm_phases(engine, batch) -> tuple[float, float, float]:
     t0 = time.perf_counter()
     loss = engine.engine(**batch).loss
@@ -68,7 +53,7 @@ def phase_table(sizes: list[str], steps: int, warmup: int, blocks: int) -> list[
 
     import torch
 
-    from benchmarks.train_step import _plain_optimizer
+    from benchmarks.train_step import _plain_optimizer, plain_phases
     from raylm.train.deepspeed import Engine
 
     torch.set_num_threads(1)
@@ -88,7 +73,7 @@ def phase_table(sizes: list[str], steps: int, warmup: int, blocks: int) -> list[
                 for i in range(warmup + steps):
                     batch = data[i % len(data)]
                     t = (
-                        _plain_phases(plain, opt, sched, batch)
+                        plain_phases(plain, opt, sched, batch)
                         if side == "plain"
                         else _raylm_phases(engine, batch)
                     )

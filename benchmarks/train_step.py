@@ -56,23 +56,27 @@ def _plain_optimizer(model):
     return opt, LambdaLR(opt, lr_lambda(cfg, 1000))
 
 
-def _plain_steps(model, steps: int) -> list[float]:
-    """The plain loop: forward, backward, clip, AdamW, LR schedule; one timing per step."""
+def plain_phases(model, opt, sched, batch) -> tuple[float, float, float]:
+    """One plain step, timed by phase: forward, backward, update (clip, AdamW, LR schedule)."""
     import torch
 
+    t0 = time.perf_counter()
+    out = model(**batch)
+    t1 = time.perf_counter()
+    out.loss.backward()
+    t2 = time.perf_counter()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    opt.step()
+    sched.step()
+    opt.zero_grad(set_to_none=True)
+    return t1 - t0, t2 - t1, time.perf_counter() - t2
+
+
+def _plain_steps(model, steps: int) -> list[float]:
+    """The plain loop: forward, backward, clip, AdamW, LR schedule; one timing per step."""
     opt, sched = _plain_optimizer(model)
     data = common.batches(8)
-    times = []
-    for i in range(steps):
-        t0 = time.perf_counter()
-        out = model(**data[i % len(data)])
-        out.loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        opt.zero_grad(set_to_none=True)
-        times.append(time.perf_counter() - t0)
-    return times
+    return [sum(plain_phases(model, opt, sched, data[i % len(data)])) for i in range(steps)]
 
 
 def plain_case(steps: int, skip: int, size: str = "2x128") -> dict[str, float]:
@@ -324,7 +328,7 @@ def knob_tables(steps: int, skip: int, repeats: int) -> dict[str, Any]:
         "batch": f"{common.BATCH} rows x 8..{common.MAX_LEN} tokens, 1 thread per process",
         "steps": f"{steps} per run, first {skip} not timed; {repeats} interleaved repeats",
         "metric": "step_s = mean seconds per optimizer step in steady state (per process)",
-        "knobs": {k: v for k, v in KNOBS.items()},
+        "knobs": dict(KNOBS),
     }
     tables = {}
     for name, workers, size, ref, reference in (
