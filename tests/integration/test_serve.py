@@ -482,7 +482,10 @@ def test_raylm_serve_cli_layouts_on_loopback_with_auth(ingress, url, http, model
     try:
         while not any("Ctrl-C stops" in x for x in seen):
             seen.append(lines.get(timeout=240))
-        said = [x.split("raylm serve: ", 1)[1].strip() for x in seen if "raylm serve: " in x]
+        said = [  # the URLs it prints, not the progress it says while replicas start
+            x.split("raylm serve: ", 1)[1].strip() for x in seen if "raylm serve: " in x
+        ]
+        said = [x for x in said if "://" in x]
         front = f"http://127.0.0.1:{port}"
         if ingress == "direct":  # the replica's own port first, the proxy after it
             assert said[0].startswith("direct ingress (no proxy hop): http://127.0.0.1:"), said
