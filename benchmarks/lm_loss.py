@@ -1,18 +1,24 @@
-"""The QA recipe's loss: the model's own (logits at every position) vs raylm's labelled-only,
-chunked loss (raylm.train.lm_loss), side by side on the same batches.
+"""A language model's own loss (logits at every position) vs raylm's labelled-only, chunked loss
+(raylm.train.lm_loss), side by side on the same batches, for the two recipes whose labels are
+mostly -100.
 
-    python -m benchmarks.lm_loss                 # preprocesses examples/qa_cmrc.yaml once
+    python -m benchmarks.lm_loss                 # both (each recipe preprocessed once)
+    python -m benchmarks.lm_loss --task qa       # QA: examples/qa_cmrc.yaml
+    python -m benchmarks.lm_loss --task mlm      # masked LM: examples/bert_pretrain_zh.yaml
     python -m benchmarks.lm_loss --repeats 5 --batches 12
 
-Real features: the QA recipe's train split (CMRC 2018 trial, prompt-masked: labels only on the
-answer tokens), preprocessed by the recipe itself into --work. The model is the recipe's (tiny
-GPT-2 preset, vocab 6,000, max_length 384, batch 8), one thread, as one training worker has.
-Each case times forward + backward over the same batches, interleaved (harness.compare);
-tokens/s counts the batch's real tokens. Peak memory: each case again in a fresh process, the
-peak resident set during its steps minus the resident set before them (the peak is reset after
-loading: Linux's /proc/self/clear_refs). The loss of the two
-agrees to 1e-6 (relative) on every batch, or the benchmark stops.
-Writes benchmarks/results/lm_loss.{json,md}.
+Real features, preprocessed by the recipe itself into --work:
+- qa: the QA recipe's train split (CMRC 2018 trial, prompt-masked: labels only on the answer
+  tokens); its model (tiny GPT-2 preset, vocab 6,000, max_length 384), batch 8.
+- mlm: the masked-LM recipe's packed blocks (its first --mlm-limit documents of People's Daily,
+  its own tokenizer trained on them; no other source), masked by the recipe's collate (15%,
+  whole words); its model (tiny BERT preset), 128-token blocks, batch 32 (the recipe's).
+One thread, as one training worker has. Each case times forward + backward over the same
+batches, interleaved (harness.compare); tokens/s counts the batch's real tokens. Peak memory:
+each case again in a fresh process, the peak resident set during its steps minus the resident
+set before them (the peak is reset after loading: Linux's /proc/self/clear_refs). The loss of
+the two agrees to 1e-6 (relative) on every batch, or the benchmark stops.
+Writes benchmarks/results/lm_loss.json / .md (qa) and lm_loss_mlm.json / .md (mlm).
 """
 
 from __future__ import annotations
@@ -28,14 +34,25 @@ from typing import Any
 from benchmarks.harness import Case, compare, write_results
 
 ROOT = Path(__file__).resolve().parent.parent
-RECIPE = ROOT / "examples" / "qa_cmrc.yaml"
+RECIPES = {
+    "qa": ROOT / "examples" / "qa_cmrc.yaml",
+    "mlm": ROOT / "examples" / "bert_pretrain_zh.yaml",
+}
+MLM_LIMIT = 6000  # People's Daily documents: about 2,000 blocks of 128 tokens
 
 
-def _prepare(work: Path) -> Path:
+def _overrides(task: str) -> list[str]:
+    if task == "mlm":  # one source, no downstream recipes to hold out: the batches' shape is all
+        return [f"data.limit={MLM_LIMIT}", "data.also=[]", "data.heldout_of=[]"]
+    return []
+
+
+def _prepare(task: str, work: Path) -> Path:
     """The recipe's preprocessed data folder under `work` (preprocessed once)."""
     from raylm.recipe import load_config
 
-    cfg = load_config(str(RECIPE), [f"run.output_dir={work}", "run.num_cpus=2"])
+    where = [f"run.output_dir={work}", "run.num_cpus=2"]
+    cfg = load_config(str(RECIPES[task]), where + _overrides(task))
     if not (cfg.run.data_path / "stats.json").is_file():
         from raylm import stages
 
@@ -43,33 +60,40 @@ def _prepare(work: Path) -> Path:
     return cfg.run.data_path
 
 
-def _batches(data_dir: Path, n: int, batch_size: int) -> list[dict[str, Any]]:
+def _batches(task: str, data_dir: Path, n: int, batch_size: int) -> list[dict[str, Any]]:
     import pyarrow.parquet as pq
 
     from raylm.data.collate import collate_lm
+    from raylm.data.mlm import collate_mlm
+    from raylm.data.tokenizer import load_tokenizer
 
     folder = data_dir / "encoded" / "train"
     if not folder.is_dir():
         folder = data_dir / "train"
-    table = pq.read_table(folder, columns=["input_ids", "labels"]).to_pydict()
+    columns = ["input_ids", "words"] if task == "mlm" else ["input_ids", "labels"]
+    table = pq.read_table(folder, columns=columns).to_pydict()
+    tok = load_tokenizer(str(data_dir / "tokenizer"))
     out = []
     for i in range(n):
-        rows = slice(i * batch_size, (i + 1) * batch_size)
-        out.append(collate_lm({k: v[rows] for k, v in table.items()}, 0))
+        rows = {k: v[i * batch_size : (i + 1) * batch_size] for k, v in table.items()}
+        if task == "mlm":
+            out.append(collate_mlm(rows, tok.pad_token_id, tok.mask_token_id, len(tok), i, 0.15))
+        else:
+            out.append(collate_lm(rows, 0))
     return out
 
 
-def _model(data_dir: Path):
+def _model(task: str, data_dir: Path):
     import torch
 
     from raylm.data.tokenizer import load_tokenizer
     from raylm.recipe import load_config
     from raylm.tasks import get_task
 
-    cfg = load_config(str(RECIPE), [])
+    cfg = load_config(str(RECIPES[task]), _overrides(task))
     tok = load_tokenizer(str(data_dir / "tokenizer"))
     torch.manual_seed(0)
-    build = get_task("qa").build_model
+    build = get_task(task).build_model
     return build(cfg.model, len(tok), 2, tok.pad_token_id or 0, tok.eos_token_id)
 
 
@@ -105,12 +129,13 @@ def _reset_peak() -> int:
     return _status_kb("VmRSS")
 
 
-def _peak_mb(data_dir: Path, n: int, batch_size: int, labelled: bool) -> float:
+def _peak_mb(task: str, data_dir: Path, n: int, batch_size: int, labelled: bool) -> float:
     """Peak resident memory of the steps, in a fresh process (MB above the model and data)."""
     code = (
         "import torch; from pathlib import Path; torch.set_num_threads(1);"
         "from benchmarks import lm_loss as m;"
-        f"d = Path({str(data_dir)!r}); bs = m._batches(d, {n}, {batch_size}); mod = m._model(d);"
+        f"d = Path({str(data_dir)!r}); bs = m._batches({task!r}, d, {n}, {batch_size});"
+        f"mod = m._model({task!r}, d);"
         "before = m._reset_peak();"
         f"[m._step(mod, b, {labelled}) for b in bs];"
         "print((m._status_kb('VmHWM') - before) / 1024)"
@@ -121,28 +146,21 @@ def _peak_mb(data_dir: Path, n: int, batch_size: int, labelled: bool) -> float:
     return float(out.stdout.strip().splitlines()[-1])
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--work", default="/tmp/raylm-bench-qa", help="where the data goes")
-    parser.add_argument("--batches", type=int, default=8)
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--quick", action="store_true", help="3 repeats (make bench)")
-    args = parser.parse_args()
-    if args.quick:
-        args.repeats = min(args.repeats, 3)
+def bench(task: str, args: argparse.Namespace) -> None:
+    """One recipe's side-by-side comparison; writes its results file."""
     import torch
 
     torch.set_num_threads(1)
-    data_dir = _prepare(Path(args.work))
-    batches = _batches(data_dir, args.batches, args.batch_size)
-    model = _model(data_dir).eval()  # no dropout: both losses see the same network
+    batch_size = args.batch_size or {"qa": 8, "mlm": 32}[task]
+    data_dir = _prepare(task, Path(args.work or f"/tmp/raylm-bench-{task}"))
+    batches = _batches(task, data_dir, args.batches, batch_size)
+    model = _model(task, data_dir).eval()  # no dropout: both losses see the same network
     diffs = []
     for b in batches:
         a, c = _step(model, b, False), _step(model, b, True)
         diffs.append(abs(a - c) / abs(a))
     if max(diffs) > 1e-6:
-        raise SystemExit(f"the losses differ: max relative difference {max(diffs):.2e}")
+        raise SystemExit(f"{task}: the losses differ: max relative difference {max(diffs):.2e}")
     model.train()
     labelled_share = sum(int((b["labels"] != -100).sum()) for b in batches) / sum(
         int(b["attention_mask"].sum()) for b in batches
@@ -152,19 +170,39 @@ def main() -> None:
         Case("labelled-only, chunked", lambda: _run(model, batches, True)),
     ]
     table = compare(cases, repeats=args.repeats, lower_is_better=False)
-    peaks = [_peak_mb(data_dir, args.batches, args.batch_size, flag) for flag in (False, True)]
+    peaks = [_peak_mb(task, data_dir, args.batches, batch_size, flag) for flag in (False, True)]
     for row, peak in zip(table["rows"], peaks, strict=True):
         row["peak_step_mb"] = peak
+    data = {
+        "qa": "QA recipe train split (CMRC 2018 trial), prompt-masked features, max_length 384",
+        "mlm": f"masked-LM recipe's blocks of 128 tokens (first {MLM_LIMIT} People's Daily "
+        "documents), whole-word masked 15%",
+    }
     notes = {
-        "data": "QA recipe train split (CMRC 2018 trial), prompt-masked features",
-        "batches": f"{args.batches} x {args.batch_size} rows, max_length 384",
+        "data": data[task],
+        "batches": f"{args.batches} x {batch_size} rows",
         "labelled share of tokens": f"{labelled_share:.3f}",
         "loss agreement": f"max relative difference {max(diffs):.1e} over {len(diffs)} batches",
         "peak_step_mb": "peak RSS during the steps (VmHWM reset after loading) minus RSS before",
         "command": "python -m benchmarks.lm_loss " + " ".join(sys.argv[1:]),
     }
-    write_results("lm_loss", table, notes)
-    print(json.dumps({"peaks_mb": peaks}))
+    write_results("lm_loss" if task == "qa" else f"lm_loss_{task}", table, notes)
+    print(json.dumps({"task": task, "peaks_mb": peaks}))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--task", choices=[*sorted(RECIPES), "both"], default="both")
+    parser.add_argument("--work", default=None, help="where the data goes (/tmp/raylm-bench-TASK)")
+    parser.add_argument("--batches", type=int, default=8)
+    parser.add_argument("--batch-size", type=int, default=None, help="qa 8, mlm 32")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--quick", action="store_true", help="3 repeats (make bench)")
+    args = parser.parse_args()
+    if args.quick:
+        args.repeats = min(args.repeats, 3)
+    for task in ("qa", "mlm") if args.task == "both" else (args.task,):
+        bench(task, args)
 
 
 if __name__ == "__main__":

@@ -41,6 +41,7 @@ TARGETS = {
     "serve_haproxy_batching": "reported beside the default layout (serve.ingress: haproxy)",
     "serve_stream": "first-token overhead (HTTP - in process) <= 10 ms (the default layout)",
     "lm_loss": "labelled-only loss / the model's loss, tokens/s: > 1 (QA recipe batches)",
+    "lm_loss_mlm": "labelled-only loss / the model's loss, tokens/s: > 1 (masked-LM blocks)",
     "tune_overhead": "sweep wall per round / one trial <= 1.2",
     "tune_asha": "ASHA trial-epochs <= 1/2 of no stopping, best metric within 1 point",
     "plan_memory": "measured / raylm plan's estimate: reported, not a target (CPU RSS)",

@@ -66,6 +66,7 @@ TARGETS = (
     Target("serve_stream", r"HTTP stream \(default", "difference", "<=", 10.0, "ms"),
     Target("serve_stream", r"HTTP stream \((?!default)", "difference", "", 0.0, "ms"),
     Target("lm_loss", r"labelled-only", "ratio", ">=", 1.0),
+    Target("lm_loss_mlm", r"labelled-only", "ratio", ">=", 1.0),
     Target("tune_overhead", r"_trials_", "ratio", "<=", 1.2),
     Target("tune_asha", r"asha", "ratio", "<=", 0.5),
 )

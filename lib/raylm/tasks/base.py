@@ -77,8 +77,8 @@ class Task:
     # What `raylm predict` makes of each input row (raylm.predict.RowPredictor), if anything:
     # a label of a text, a completion of a text, a generated or an extracted answer.
     predicts: Literal["classify", "complete", "answer", "extract"] | None
-    # Its labels are mostly -100 (only answer tokens train): the loss runs the output
-    # projection on the labelled positions alone (raylm.train.lm_loss).
+    # Its labels are mostly -100 (only answer tokens or masked tokens train): the loss runs the
+    # output projection on the labelled positions alone (raylm.train.lm_loss).
     labelled_loss: bool = False
 
 

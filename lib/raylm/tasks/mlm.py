@@ -3,7 +3,8 @@
 preprocess: clean -> dedup -> split (raylm.data.pipeline), then documents tokenized (optionally
             segmented into words by jieba) and packed into [CLS]-led blocks (raylm.data.mlm)
 train:      blocks masked in the loop's collate, a new mask every epoch (15%: 80% [MASK], 10%
-            random, 10% kept; whole words with data.mlm.whole_word); masked-token accuracy and
+            random, 10% kept; whole words with data.mlm.whole_word); the prediction head runs
+            on the masked positions alone (raylm.train.lm_loss); masked-token accuracy and
             perplexity on validation
 evaluate:   the same two figures of the exported model on the test blocks
 export:     a `...ForMaskedLM` folder; `model.path` to it fine-tunes its encoder for another
@@ -129,4 +130,5 @@ TASK = Task(
     serve_with=None,
     endpoints=frozenset(),
     predicts=None,
+    labelled_loss=True,  # the head runs on the masked 15% alone
 )

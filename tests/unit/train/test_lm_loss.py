@@ -1,4 +1,5 @@
-"""The loss over labelled positions only (raylm.train.lm_loss) equals the model's own."""
+"""The loss over labelled positions only (raylm.train.lm_loss) equals the model's own: causal
+LMs (next token, prompt-masked rows) and masked LMs (the masked tokens themselves)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ from transformers import (
     GPT2LMHeadModel,
     LlamaConfig,
     LlamaForCausalLM,
+    RobertaConfig,
+    RobertaForMaskedLM,
 )
 
 from raylm.train.lm_loss import labelled_loss, supports_labelled_loss
@@ -42,34 +45,73 @@ def _batch(seed: int = 0) -> dict[str, torch.Tensor]:
     return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
 
-@pytest.mark.parametrize("build", [_gpt2, _llama], ids=["gpt2", "llama"])
-def test_loss_and_gradients_equal_the_models_own(build):
+def _bert():
+    conf = BertConfig(
+        hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+        vocab_size=VOCAB,
+    )  # fmt: skip
+    return BertForMaskedLM(conf)
+
+
+def _roberta():
+    conf = RobertaConfig(
+        hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+        vocab_size=VOCAB, max_position_embeddings=40, pad_token_id=1,
+    )  # fmt: skip
+    return RobertaForMaskedLM(conf)
+
+
+def _masked_batch(seed: int = 0) -> dict[str, torch.Tensor]:
+    """Masked-LM rows, as raylm's collate_mlm makes: a few positions labelled, a padded row."""
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(2, VOCAB, (3, 24), generator=g)
+    mask = torch.ones_like(ids)
+    mask[1, 18:] = 0
+    chosen = torch.rand(ids.shape, generator=g) < 0.2
+    chosen &= mask.bool()
+    labels = torch.where(chosen, ids, torch.full_like(ids, -100))
+    ids = torch.where(chosen, torch.full_like(ids, 3), ids)  # "[MASK]"
+    types = torch.zeros_like(ids)
+    return {"input_ids": ids, "attention_mask": mask, "token_type_ids": types, "labels": labels}
+
+
+CASES = [(_gpt2, _batch), (_llama, _batch), (_bert, _masked_batch), (_roberta, _masked_batch)]
+
+
+@pytest.mark.parametrize("build,rows", CASES, ids=["gpt2", "llama", "bert", "roberta"])
+def test_loss_and_gradients_equal_the_models_own(build, rows):
     torch.manual_seed(0)
     model = build().eval()  # no dropout: the two passes must see the same network
-    batch = _batch()
+    batch = rows()
+    if build is _roberta:
+        del batch["token_type_ids"]
+    assert int((batch["labels"] != -100).sum()) > 8  # several chunks of 4
     want = model(**batch).loss
     want.backward()
     want_grads = {n: p.grad.clone() for n, p in model.named_parameters()}
     model.zero_grad()
-    got = labelled_loss(model, batch, chunk=4)  # 17 labelled positions: 5 chunks, the last short
+    got = labelled_loss(model, batch, chunk=4)  # several chunks, the last short
     got.backward()
     assert got.item() == pytest.approx(want.item(), rel=1e-6)
     for name, p in model.named_parameters():
         torch.testing.assert_close(p.grad, want_grads[name], rtol=1e-5, atol=1e-7, msg=name)
 
 
-def test_a_batch_without_labels_gives_zero_and_a_backward_that_runs():
-    model = _gpt2()
-    batch = _batch()
+@pytest.mark.parametrize("build,rows", CASES[::2], ids=["gpt2", "bert"])
+def test_a_batch_without_labels_gives_zero_and_every_weight_a_gradient(build, rows):
+    model = build()
+    batch = rows()
     batch["labels"] = torch.full_like(batch["labels"], -100)
     loss = labelled_loss(model, batch)
     loss.backward()
     assert loss.item() == 0.0
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
 
 
-def test_only_causal_lms_with_a_head_qualify():
-    assert supports_labelled_loss(_gpt2()) and supports_labelled_loss(_llama())
+def test_language_models_with_a_known_head_qualify_classifiers_do_not():
+    assert all(supports_labelled_loss(build()) for build, _ in CASES)
     bert = BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
                       intermediate_size=64, vocab_size=VOCAB)  # fmt: skip
     assert not supports_labelled_loss(BertForSequenceClassification(bert))
-    assert not supports_labelled_loss(BertForMaskedLM(bert))
+    with pytest.raises(ValueError, match="BertForSequenceClassification: no labelled-only loss"):
+        labelled_loss(BertForSequenceClassification(bert), _masked_batch())
