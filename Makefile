@@ -7,7 +7,7 @@ PIP    := $(PY) -m pip
 TORCH  ?= torch==2.13.0
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo test test-unit test-integration lint format bench clean
+.PHONY: setup demo test test-variants test-unit test-integration lint format bench clean
 
 setup: $(STAMP)
 
@@ -24,6 +24,9 @@ demo: setup  ## the sentiment recipe end to end on an embedded local Ray
 test: setup  ## lint + the whole test suite
 	$(VENV)/bin/ruff check lib tests benchmarks ray_jobs examples
 	$(PY) -m pytest -q -ra --durations=15
+
+test-variants: setup  ## the layout variants `make test` skips (HAProxy ingress, ZeRO-0 on one worker)
+	RAYLM_TEST_VARIANTS=1 $(PY) -m pytest -q -ra -m variant
 
 test-unit: setup
 	$(PY) -m pytest -q tests/unit

@@ -57,36 +57,6 @@ def corpus(tmp_path_factory, ray_session) -> Path:
     return tmp
 
 
-def test_corrupt_latest_checkpoint_falls_back_to_the_previous_complete_one(corpus):
-    run = {"num_workers": 2, "zero_stage": 2, "eval_every": 10}
-    first = stages.train(_cfg(corpus, "corrupt", max_steps=20, **run))
-    root = checkpoint_root(corpus / "runs" / "corrupt")
-    # Kept (keep_checkpoints 2): the epoch's end (15 steps of 2 workers) and step 20.
-    names = sorted(p.name for p in root.glob("checkpoint_step*"))
-    assert len(names) == 2 and names[-1] == "checkpoint_step0000020", names
-    previous = int(names[0].removeprefix("checkpoint_step"))
-    # Truncate rank 1's optimizer shard of the latest checkpoint, as a crash mid-write would.
-    (shard,) = (root / "checkpoint_step0000020" / "ds").rglob("*rank_1*optim_states.pt")
-    shard.write_bytes(shard.read_bytes()[: shard.stat().st_size // 2])
-    states = {r["checkpoint"]: r for r in list_checkpoints(corpus / "runs" / "corrupt")}
-    assert states[names[0]]["state"] == "complete" and states[names[0]]["step"] == previous
-    bad = states["checkpoint_step0000020"]
-    assert bad["state"] == "corrupt" and shard.name in bad["detail"] and "bytes" in bad["detail"]
-
-    resumed = stages.train(_cfg(corpus, "corrupt", max_steps=30, **run))
-    steps = [r["step"] for r in resumed["history"] if "train_loss" in r]
-    assert steps == [5, 10, 15, 20, 25, 30]  # the steps after `previous` redone once
-    # The history up to `previous` is the first run's, restored from that checkpoint.
-    upto = [r for r in first["history"] if r["step"] <= previous]
-    assert [r for r in resumed["history"] if r["step"] <= previous][: len(upto)] == upto
-    # Checkpoints of the redone steps get folders of their own (Ray Train then evicts older
-    # ones, by score, down to keep_checkpoints).
-    names = sorted(p.name for p in root.glob("checkpoint_step*"))
-    assert "checkpoint_step0000030_f1" in names, names
-    assert all(n.endswith("_f1") for n in names if int(n[15:22]) > previous), names
-    assert Path(resumed["best_checkpoint"]).name.endswith("_f1")
-
-
 def test_relaunch_with_another_config_is_refused_before_anything_is_written(corpus):
     run_dir = corpus / "runs" / "prep"
     before_data, before_record = _snapshot(corpus / "data"), (run_dir / "config.yaml").read_bytes()
@@ -363,6 +333,39 @@ def test_a_killed_driver_leaves_no_process_and_its_relaunch_resumes(corpus, refe
     events = [(e.step, e.value) for e in board.Scalars("train_loss")]
     assert [s for s, _ in events] == [s for s, _ in want]  # the killed run's tail purged
     assert [v for _, v in events] == pytest.approx([v for _, v in want], rel=1e-6)
+
+
+# Last of the tests that use the reference run: it relaunches that run (after the others have
+# compared themselves with it) instead of training a run of its own first.
+def test_corrupt_latest_checkpoint_falls_back_to_the_previous_complete_one(corpus, reference):
+    """The reference run (finished at step 30) relaunched for 40 steps after its latest
+    checkpoint's rank-1 optimizer shard was cut short, as a crash mid-write would: the shard is
+    named as corrupt, and the relaunch resumes from the previous complete checkpoint."""
+    root = checkpoint_root(corpus / "runs" / "reference")
+    # Kept (keep_checkpoints 2): step 30 (the end) and one before it.
+    names = sorted(p.name for p in root.glob("checkpoint_step*"))
+    assert len(names) == 2 and names[-1] == "checkpoint_step0000030", names
+    previous = int(names[0].removeprefix("checkpoint_step"))
+    (shard,) = (root / "checkpoint_step0000030" / "ds").rglob("*rank_1*optim_states.pt")
+    shard.write_bytes(shard.read_bytes()[: shard.stat().st_size // 2])
+    states = {r["checkpoint"]: r for r in list_checkpoints(corpus / "runs" / "reference")}
+    assert states[names[0]]["state"] == "complete" and states[names[0]]["step"] == previous
+    bad = states["checkpoint_step0000030"]
+    assert bad["state"] == "corrupt" and shard.name in bad["detail"] and "bytes" in bad["detail"]
+
+    longer = {**KILL_RUN, "max_steps": 40, "epochs": 3}
+    resumed = stages.train(_cfg(corpus, "reference", **longer))
+    steps = [r["step"] for r in resumed["history"] if "train_loss" in r]
+    assert steps == [5, 10, 15, 20, 25, 30, 35, 40]  # the steps after `previous` redone once
+    # The history up to `previous` is the first launch's, restored from that checkpoint.
+    upto = [r for r in reference["history"] if r["step"] <= previous]
+    assert [r for r in resumed["history"] if r["step"] <= previous][: len(upto)] == upto
+    # Checkpoints of the redone steps get folders of their own (Ray Train then evicts older
+    # ones, by score, down to keep_checkpoints).
+    names = sorted(p.name for p in root.glob("checkpoint_step*"))
+    assert "checkpoint_step0000040_f1" in names, names
+    assert all(n.endswith("_f1") for n in names if int(n[15:22]) > previous), names
+    assert Path(resumed["best_checkpoint"]).name.endswith("_f1")
 
 
 # --------------------------------------------------------------- the same input, the same data

@@ -447,7 +447,7 @@ def _listening(port: int) -> dict[str, str]:
     }
 
 
-@pytest.mark.parametrize("ingress", ["direct", "haproxy"])
+@pytest.mark.parametrize("ingress", ["direct", pytest.param("haproxy", marks=pytest.mark.variant)])
 def test_raylm_serve_cli_layouts_on_loopback_with_auth(ingress, url, http, models, tmp_path):
     """`raylm serve` end to end in its own process, starting its own Ray with `serve.ingress`'s
     switches (the default `direct`, and `haproxy`): it prints where to send requests, the app

@@ -121,7 +121,11 @@ def _predict_agrees_with_evaluate(run_dir: Path, test_dir: Path, evaluated: list
 
 
 # ZeRO-1 also streams its data from the files (tokenizing every epoch) instead of caching it.
-@pytest.mark.parametrize("stage, workers, cache", [(0, 1, None), (1, 2, False), (3, 2, None)])
+# ZeRO-0 also trains in test_model_parallel.py (the tensor-parallel layout, 2 workers).
+ZERO0 = pytest.param(0, 1, None, marks=pytest.mark.variant)
+
+
+@pytest.mark.parametrize("stage, workers, cache", [ZERO0, (1, 2, False), (3, 2, None)])
 def test_zero_stages_train(prepared, stage, workers, cache):
     summary = _train(
         prepared,

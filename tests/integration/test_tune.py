@@ -1,8 +1,9 @@
 """Real Ray Tune over real TorchTrainer + DeepSpeed trials on a tiny generated corpus.
 
-Covers: an ASHA sweep whose trials complete and whose results table, curves plot, best_config.yaml
-(loaded back as a Config) and exported best model are written; a sweep driver killed (SIGKILL)
-after its first trial completed, then resumed: the completed trial is not rerun, the rest finish.
+One ASHA sweep (two trials, MLflow tracking) whose driver is killed (SIGKILL) after its first
+trial completed, then resumed: the completed trial is not rerun, the other runs to its end, and
+the results table, curves plot, best_config.yaml (loaded back as a Config), exported best model
+and the MLflow runs (one parent, a child per trial) are those of one whole sweep.
 """
 
 from __future__ import annotations
@@ -41,7 +42,43 @@ def prepared(tmp_path_factory, ray_session):
     return tmp
 
 
-def test_asha_sweep_writes_table_plot_best_config_and_model(prepared):
+_DRIVER = """
+import sys, ray
+from raylm.recipe import load_config
+from raylm.tune.search import run_sweep
+ray.init(address="local", num_cpus=4, include_dashboard=True)
+run_sweep(load_config(sys.argv[1]))
+"""
+
+
+def _starts(sweep: Path) -> dict[str, int]:
+    logs = (sweep / "trials").glob("*/starts.log")
+    return {p.parent.name: len(p.read_text().splitlines()) for p in logs}
+
+
+def _kill_after_first_trial(path: Path, sweep: Path) -> dict[str, int]:
+    """Run the sweep in a driver process of its own; SIGKILL it (and its Ray) once the second
+    trial has started, one trial at a time: the first one is then complete."""
+    env = {**os.environ, "TUNE_GLOBAL_CHECKPOINT_S": "1", "RAY_ADDRESS": ""}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _DRIVER, str(path)], env=env, start_new_session=True
+    )
+    try:
+        deadline = time.time() + 600
+        while len(_starts(sweep)) < 2:
+            assert proc.poll() is None, "sweep driver exited before the kill"
+            assert time.time() < deadline, "first trial did not finish in time"
+            time.sleep(1)
+        time.sleep(3)  # let Tune save its experiment state (every 1 s here)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    return _starts(sweep)
+
+
+def test_killed_asha_sweep_resumes_without_rerunning_its_finished_trial_and_reports(prepared):
+    import yaml
+
     from raylm.tune.search import run_sweep
 
     tune = {
@@ -60,10 +97,21 @@ def test_asha_sweep_writes_table_plot_best_config_and_model(prepared):
     }
     raw = _cfg(prepared, "asha", tune)
     raw["run"]["tracking"] = {"mlflow": True}  # one parent MLflow run, a child per trial
-    result = run_sweep(config_from_dict(raw))
-    sweep = result.sweep_dir
+    path = prepared / "asha.yaml"
+    path.write_text(yaml.safe_dump(raw, allow_unicode=True), encoding="utf-8")
+    sweep = prepared / "sweeps" / "asha"
+    before = _kill_after_first_trial(path, sweep)
+    assert len(before) == 2
+
+    result = run_sweep(load_config(path), resume=True)
+    after = _starts(sweep)
+    assert sorted(after) == sorted(before)
+    first_done = min(before, key=lambda n: (sweep / "trials" / n / "starts.log").stat().st_mtime)
+    assert after[first_done] == 1  # the completed trial was not run again
+    assert sum(after.values()) == 3  # the interrupted one ran again, to its end
+
     rows = list(csv.DictReader((sweep / "results.csv").open(encoding="utf-8")))
-    assert len(rows) == 2 and all(r["status"] == "ok" for r in rows)
+    assert len(rows) == len(result.rows) == 2 and all(r["status"] == "ok" for r in rows)
     assert float(rows[0]["train.lr"]) == 2e-3 and int(rows[0]["model.num_layers"]) == 2  # defaults
     assert {"train.lr", "model.num_layers", "best", "epochs_run", "stopped_early"} <= set(rows[0])
     assert all(float(r["epochs_run"]) >= 1 for r in rows)  # grace period: one epoch each
@@ -82,71 +130,12 @@ def test_asha_sweep_writes_table_plot_best_config_and_model(prepared):
 
     record = json.loads((sweep / "tracking.json").read_text(encoding="utf-8"))
     client = MlflowClient(tracking_uri=record["mlflow_uri"])
-    parent = client.get_run(record["mlflow_run_id"])
+    parent = client.get_run(record["mlflow_run_id"])  # the killed driver's, continued
     assert parent.info.run_name == "asha" and parent.info.status == "FINISHED"
     children = client.search_runs(
         [parent.info.experiment_id],
         filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'",
     )
-    assert len(children) == len(rows) == 2
+    assert len(children) == len(rows) == 2  # the rerun trial continued its own run
     assert {c.data.params["train.lr"] for c in children} == {r["train.lr"] for r in rows}
     assert all(c.data.metrics.get("val_accuracy") is not None for c in children)
-
-
-_DRIVER = """
-import sys, ray
-from raylm.recipe import load_config
-from raylm.tune.search import run_sweep
-ray.init(address="local", num_cpus=4, include_dashboard=True)
-run_sweep(load_config(sys.argv[1]))
-"""
-
-
-def _starts(sweep: Path) -> dict[str, int]:
-    logs = (sweep / "trials").glob("*/starts.log")
-    return {p.parent.name: len(p.read_text().splitlines()) for p in logs}
-
-
-def test_killed_sweep_resumes_without_rerunning_completed_trials(prepared):
-    import yaml
-
-    from raylm.tune.search import run_sweep
-
-    tune = {
-        "space": {"train.lr": {"grid": [1e-3, 2e-3]}},
-        "num_samples": 1,
-        "search": "grid",
-        "scheduler": "none",
-        "max_concurrent_trials": 1,
-    }
-    data = _cfg(prepared, "resume", tune, epochs=1)
-    path = prepared / "resume.yaml"
-    path.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
-    sweep = prepared / "sweeps" / "resume"
-    env = {**os.environ, "TUNE_GLOBAL_CHECKPOINT_S": "1", "RAY_ADDRESS": ""}
-    proc = subprocess.Popen(
-        [sys.executable, "-c", _DRIVER, str(path)], env=env, start_new_session=True
-    )
-    try:
-        deadline = time.time() + 600
-        while len(_starts(sweep)) < 2:  # one trial at a time: the 2nd starts once the 1st is done
-            assert proc.poll() is None, "sweep driver exited before the kill"
-            assert time.time() < deadline, "first trial did not finish in time"
-            time.sleep(1)
-        time.sleep(3)  # let Tune save its experiment state (every 1 s here)
-    finally:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-    before = _starts(sweep)
-    assert len(before) == 2
-
-    result = run_sweep(load_config(path), resume=True)
-    after = _starts(sweep)
-    assert len(result.rows) == 2 and all(r["status"] == "ok" for r in result.rows)
-    assert len(after) == 2
-    first_done = sorted(
-        before, key=lambda n: (sweep / "trials" / n / "starts.log").stat().st_mtime
-    )[0]
-    assert after[first_done] == 1  # the completed trial was not run again
-    assert sum(after.values()) == 3  # the interrupted one ran again, to completion
-    assert sorted(float(r["train.lr"]) for r in result.rows) == [1e-3, 2e-3]
