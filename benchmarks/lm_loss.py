@@ -72,7 +72,7 @@ def _batches(task: str, data_dir: Path, n: int, batch_size: int) -> list[dict[st
         folder = data_dir / "train"
     columns = ["input_ids", "words"] if task == "mlm" else ["input_ids", "labels"]
     table = pq.read_table(folder, columns=columns).to_pydict()
-    tok = load_tokenizer(str(data_dir / "tokenizer"))
+    tok = load_tokenizer(str(data_dir / "tokenizer")) if task == "mlm" else None
     out = []
     for i in range(n):
         rows = {k: v[i * batch_size : (i + 1) * batch_size] for k, v in table.items()}

@@ -34,12 +34,19 @@ def _llama():
     return LlamaForCausalLM(conf)
 
 
+def _rows(seed: int, low: int = 0) -> tuple[torch.Generator, torch.Tensor, torch.Tensor]:
+    """3 rows of 24 random ids (from `low` up), the second padded from position 18; the
+    generator goes on drawing for the caller."""
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(low, VOCAB, (3, 24), generator=g)
+    mask = torch.ones_like(ids)
+    mask[1, 18:] = 0
+    return g, ids, mask
+
+
 def _batch(seed: int = 0) -> dict[str, torch.Tensor]:
     """Prompt-masked rows, as the QA recipe's: labels only on a short answer, then padding."""
-    g = torch.Generator().manual_seed(seed)
-    ids = torch.randint(0, VOCAB, (3, 24), generator=g)
-    mask = torch.ones_like(ids)
-    mask[1, 18:] = 0  # a padded row
+    _, ids, mask = _rows(seed)
     labels = torch.full_like(ids, -100)
     labels[0, 15:20], labels[1, 10:18], labels[2, 20:24] = ids[0, 15:20], ids[1, 10:18], ids[2, 20:]
     return {"input_ids": ids, "attention_mask": mask, "labels": labels}
@@ -63,10 +70,7 @@ def _roberta():
 
 def _masked_batch(seed: int = 0) -> dict[str, torch.Tensor]:
     """Masked-LM rows, as raylm's collate_mlm makes: a few positions labelled, a padded row."""
-    g = torch.Generator().manual_seed(seed)
-    ids = torch.randint(2, VOCAB, (3, 24), generator=g)
-    mask = torch.ones_like(ids)
-    mask[1, 18:] = 0
+    g, ids, mask = _rows(seed, low=2)
     chosen = torch.rand(ids.shape, generator=g) < 0.2
     chosen &= mask.bool()
     labels = torch.where(chosen, ids, torch.full_like(ids, -100))
@@ -83,8 +87,6 @@ def test_loss_and_gradients_equal_the_models_own(build, rows):
     torch.manual_seed(0)
     model = build().eval()  # no dropout: the two passes must see the same network
     batch = rows()
-    if build is _roberta:
-        del batch["token_type_ids"]
     assert int((batch["labels"] != -100).sum()) > 8  # several chunks of 4
     want = model(**batch).loss
     want.backward()
