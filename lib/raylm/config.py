@@ -369,6 +369,13 @@ class TrainConfig(StrictModel):
         description="Encode the train/validation splits once into Ray's object store instead of "
         "streaming them from files every epoch (default: when a split's files are under 256 MB).",
     )
+    streamed_split: Literal["strided", "dynamic"] = Field(
+        "strided",
+        description="How ranks share a training split streamed from files. strided: every rank "
+        "reads the whole split and keeps its own rows of each group, the same rows at every "
+        "launch, so a resume continues at its exact examples (n reads of the split). dynamic: "
+        "Ray's streaming_split, each row read once; a resume skips by count.",
+    )
     peak_flops: float | None = Field(
         None, gt=0, description="Device peak FLOP/s for MFU (default: table or measured)."
     )

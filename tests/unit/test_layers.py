@@ -46,6 +46,7 @@ LAYERS: list[list[str]] = [
         "raylm.train.manifest",
         "raylm.train.ledger",
         "raylm.train.preemption",
+        "raylm.train.strided",
     ],
     ["raylm.train.pipeline"],
     ["raylm.train.checkpoint", "raylm.train.resume"],

@@ -153,14 +153,25 @@ def _datasets(cfg: Config, data_dir: Path) -> dict[str, Any]:
     return out
 
 
+def _strided(cfg: Config, datasets: dict[str, Any]) -> bool:
+    """Whether every rank reads the whole training split and keeps its own rows of each group
+    (raylm.train.strided): a split streamed from files, unless `train.streamed_split: dynamic`."""
+    from ray.data.dataset import MaterializedDataset
+
+    train = datasets.get(elastic.SPLIT)
+    streamed = train is not None and not isinstance(train, MaterializedDataset)
+    return streamed and cfg.train.streamed_split == "strided"
+
+
 def _ordered_splits(parallel: ParallelConfig | None = None) -> type:
     """Ray Train's DataConfig, but a split cached in the object store is cut in order
     (`split(n, equal=True)`): rank r gets the same rows at every launch. Ray's default,
     `streaming_split`, hands blocks to whichever rank asks first: with more than one block, a
     restarted or relaunched run may give a rank other rows than before from the step it resumed
-    at. Splits streamed from files (too large to cache) keep streaming_split. In a pipeline or
-    tensor-parallel layout the split is cut into one part per model replica, and every rank of
-    a replica reads its part (`ParallelConfig.data_rank`: DeepSpeed's rank layout)."""
+    at. A training split streamed from files is read whole by every rank (`_strided`); other
+    streamed splits (validation) keep streaming_split. In a pipeline or tensor-parallel layout
+    the split is cut into one part per model replica, and every rank of a replica reads its
+    part (`ParallelConfig.data_rank`: DeepSpeed's rank layout)."""
     import ray.train
     from ray.data.dataset import MaterializedDataset
 
@@ -248,9 +259,12 @@ def make_trainer(cfg: Config, data_dir: Path, spec: RunSpec, callbacks: list | N
 
     # Ordered, seeded input so a resumed run sees the same batches as an uninterrupted one.
     datasets = _datasets(cfg, data_dir)
-    # An elastic run's parts are not split: each is read whole by the one rank that has it.
-    parts = elastic.part_names(cfg.train) if cfg.train.elastic else []
-    to_split = [k for k in datasets if k not in parts] if parts else "all"
+    strided = _strided(cfg, datasets)
+    # Not split by Ray: an elastic run's parts (each read whole by the one rank that has it) and
+    # a strided training split (read whole by every rank, which keeps its own rows).
+    whole = elastic.part_names(cfg.train) if cfg.train.elastic else []
+    whole += [elastic.SPLIT] if strided else []
+    to_split = [k for k in datasets if k not in whole] if whole else "all"
     data_config = _ordered_splits(cfg.train.parallel)(
         datasets_to_split=to_split,
         execution_options=ExecutionOptions(preserve_order=True),
@@ -261,7 +275,7 @@ def make_trainer(cfg: Config, data_dir: Path, spec: RunSpec, callbacks: list | N
         workers = (cfg.train.fewest_workers, cfg.train.num_workers)
     return TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"cfg": cfg.model_dump(mode="json"), "spec": spec},
+        train_loop_config={"cfg": cfg.model_dump(mode="json"), "spec": spec, "strided": strided},
         torch_config=TorchConfig(timeout_s=math.ceil(cfg.train.collective_timeout_s)),
         scaling_config=ray.train.ScalingConfig(
             num_workers=workers,

@@ -12,9 +12,11 @@ count. A ledger file holds the epoch in progress and the epoch before it (8 byte
 each: 16 MB for a million examples per rank), `ledger_rank<r>.npz`, read without unpickling.
 
 Within an epoch the loop resumes by position: rank r reads the same rows in the same order at
-every launch (cached splits are cut in order, `driver._ordered_splits`; the local shuffle is
-seeded by the epoch) and skips the micro-batches it had consumed, which it reads and collates
-again (the cost of a resume is one re-read of the epoch up to its position, no training).
+every launch (cached splits are cut in order, `driver._ordered_splits`; splits streamed from
+files are read whole by every rank, which keeps its own rows, raylm.train.strided; the local
+shuffle is seeded by the epoch) and skips the micro-batches it had consumed, which it reads and
+collates again (the cost of a resume is one re-read of the epoch up to its position, no
+training).
 """
 
 from __future__ import annotations

@@ -34,6 +34,7 @@ from raylm.train.manifest import write_manifest
 from raylm.train.resume import LoopState, restore, rng_state, say
 from raylm.train.resume import rank as _rank
 from raylm.train.resume import world as _world
+from raylm.train.strided import strided_batches
 
 
 def _all_reduce(tensors: list[torch.Tensor]) -> None:
@@ -130,9 +131,12 @@ def batches(
     spec: RunSpec,
     shuffle: bool,
     ids: bool = False,
+    stride: tuple[int, int] | None = None,
 ):
     """A Ray Data shard as collated torch batches; shuffled (and, for masked LM, masked) by a
-    seed of the epoch. `ids`: each batch also carries its rows' ledger ids under IDS_KEY."""
+    seed of the epoch. `ids`: each batch also carries its rows' ledger ids under IDS_KEY.
+    `stride` (rank, ranks): the shard is a whole split streamed from files, of which this rank
+    takes its own rows of each group (raylm.train.strided)."""
     seeded = shuffle and train.shuffle_buffer
 
     def collate_fn(b: dict[str, Any]) -> dict[str, torch.Tensor]:
@@ -141,6 +145,12 @@ def batches(
             out[IDS_KEY] = torch.from_numpy(example_ids(b).view(np.int64))
         return out
 
+    if stride is not None:
+        return strided_batches(
+            shard, *stride, train.batch_size, collate_fn,
+            shuffle_buffer=train.shuffle_buffer if shuffle else None,
+            seed=train.seed + epoch,
+        )  # fmt: skip
     return shard.iter_torch_batches(
         batch_size=train.batch_size,
         collate_fn=collate_fn,
@@ -340,11 +350,17 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             say(f"elastic: {_world()} worker(s), {len(names)} micro-batch(es) each per step")
     else:
         train_shards = [ray.train.get_dataset_shard("train")]
+    stride = None
+    if config.get("strided"):  # the whole split, streamed: this replica's rows of each group
+        replicas = _world() // cfg.train.parallel.model_parallel
+        stride = (cfg.train.parallel.data_rank(_rank(), _world()), replicas)
     val_shard = ray.train.get_dataset_shard("validation")
     # Rank 0 logs to the run's tracking (raylm.tracking); a queue put per logged step.
     tracker = Tracker(spec.tracking, state.step) if spec.tracking and _rank() == 0 else None
     try:
-        _train(cfg, spec, task, engine, state, meter, train_shards, val_shard, tracker, ledger)
+        _train(
+            cfg, spec, task, engine, state, meter, train_shards, val_shard, tracker, ledger, stride
+        )
     finally:
         if tracker is not None:
             tracker.close()
@@ -361,12 +377,13 @@ def _train(
     val_shard: Any,
     tracker: Any = None,
     ledger: Ledger | None = None,
+    stride: tuple[int, int] | None = None,
 ) -> None:
     """Epochs of steps, with validation + checkpoints at eval_every and at each epoch's end;
     the ledger records which examples were trained on (raylm.train.ledger). On a preemption
     notice every rank saves a checkpoint at once (raylm.train.preemption). `train_shards`: the
     rank's shard, or in an elastic run its parts, read in turn (raylm.train.elastic); the loop
-    state counts micro-batches consumed per shard."""
+    state counts micro-batches consumed per shard. `stride`: see `batches`."""
     ledger = ledger or Ledger(state.epoch)
     saved_at = -1  # the step of this launch's newest checkpoint
     every_poll = cfg.train.preemption_poll_steps
@@ -376,7 +393,7 @@ def _train(
         ledger.start(state.epoch)
         per = len(train_shards)
         epoch_batches = elastic.interleave(
-            batches(s, cfg.train, task.collate, state.epoch, spec, shuffle=True, ids=True)
+            batches(s, cfg.train, task.collate, state.epoch, spec, True, ids=True, stride=stride)
             for s in train_shards
         )
         for i, batch in enumerate(epoch_batches):
