@@ -121,11 +121,14 @@ def _predict_agrees_with_evaluate(run_dir: Path, test_dir: Path, evaluated: list
 
 
 # ZeRO-1 also streams its data from the files (tokenizing every epoch) instead of caching it.
-# ZeRO-0 also trains in test_model_parallel.py (the tensor-parallel layout, 2 workers).
+# Variants (make test-variants): ZeRO-0 also trains in test_model_parallel.py (the
+# tensor-parallel layout, 2 workers); ZeRO-1 in its one-worker reference, and a streamed split
+# on 2 workers in tests/chaos/test_nothing_lost.py (killed worker, ZeRO-2).
 ZERO0 = pytest.param(0, 1, None, marks=pytest.mark.variant)
+ZERO1 = pytest.param(1, 2, False, marks=pytest.mark.variant)
 
 
-@pytest.mark.parametrize("stage, workers, cache", [ZERO0, (1, 2, False), (3, 2, None)])
+@pytest.mark.parametrize("stage, workers, cache", [ZERO0, ZERO1, (3, 2, None)])
 def test_zero_stages_train(prepared, stage, workers, cache):
     summary = _train(
         prepared,
