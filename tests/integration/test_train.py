@@ -48,8 +48,12 @@ def _losses(history: list[dict]) -> dict[int, float]:
     return {r["step"]: r["train_loss"] for r in history if "train_loss" in r}
 
 
-def test_two_workers_zero2_loss_falls_and_params_change(prepared):
-    cfg = config_from_dict(_cfg(prepared, "zero2x2", num_workers=2, epochs=4, lr=5e-3))
+def test_two_workers_zero3_loss_falls_and_params_change(prepared):
+    # ZeRO-3: its parameters are partitioned, so this is also the export and evaluation of a
+    # model gathered from shards (ZeRO-2 on two workers trains in the chaos and LoRA tests).
+    cfg = config_from_dict(
+        _cfg(prepared, "zero3x2", num_workers=2, epochs=4, lr=5e-3, zero_stage=3)
+    )
     summary = stages.train(cfg)
     losses = list(_losses(summary["history"]).values())
     assert len(losses) >= 10
@@ -123,12 +127,14 @@ def _predict_agrees_with_evaluate(run_dir: Path, test_dir: Path, evaluated: list
 # ZeRO-1 also streams its data from the files (tokenizing every epoch) instead of caching it.
 # Variants (make test-variants): ZeRO-0 also trains in test_model_parallel.py (the
 # tensor-parallel layout, 2 workers); ZeRO-1 in its one-worker reference, and a streamed split
-# on 2 workers in tests/chaos/test_nothing_lost.py (killed worker, ZeRO-2).
+# on 2 workers in tests/chaos/test_nothing_lost.py (killed worker, ZeRO-2); ZeRO-3 on 2
+# workers in test_two_workers_zero3_loss_falls_and_params_change.
 ZERO0 = pytest.param(0, 1, None, marks=pytest.mark.variant)
 ZERO1 = pytest.param(1, 2, False, marks=pytest.mark.variant)
+ZERO3 = pytest.param(3, 2, None, marks=pytest.mark.variant)
 
 
-@pytest.mark.parametrize("stage, workers, cache", [ZERO0, ZERO1, (3, 2, None)])
+@pytest.mark.parametrize("stage, workers, cache", [ZERO0, ZERO1, ZERO3])
 def test_zero_stages_train(prepared, stage, workers, cache):
     summary = _train(
         prepared,
