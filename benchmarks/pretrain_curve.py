@@ -89,7 +89,9 @@ def choose(steps: list[int], points: int | None) -> list[int]:
     return sorted({steps[len(steps) - 1 - round(i * stride)] for i in range(points)})
 
 
-def plot(rows: list[dict[str, Any]], path: Path) -> None:
+def plot(rows: list[dict[str, Any]], masked: dict[int, float], path: Path) -> None:
+    """Test accuracy of each fine-tune (left axis) and the pretraining's validation masked-token
+    accuracy at every checkpoint (right axis) against pretraining steps."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -101,12 +103,11 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     ax.axhline(rows[0]["baseline_accuracy"], color="gray", ls="--", label="TF-IDF + LR baseline")
     ax.set_xlabel("pretraining steps (masked LM)")
     ax.set_ylabel("sentiment test accuracy")
-    if any(r.get("val_masked_accuracy") is not None for r in rows):
+    if masked:
         right = ax.twinx()
-        pts = [(r["pretrain_step"], r["val_masked_accuracy"]) for r in rows]
-        pts = [(s, a) for s, a in pts if a is not None]
-        right.plot(*zip(*pts, strict=True), "s:", color="tab:orange", label="val masked acc")
-        right.set_ylabel("pretraining val masked-token accuracy", color="tab:orange")
+        steps = sorted(masked)
+        right.plot(steps, [masked[s] for s in steps], "s:", color="tab:orange")
+        right.set_ylabel("pretraining: val masked-token accuracy (squares)", color="tab:orange")
     ax.legend(loc="lower right", fontsize=8)
     ax.set_title("Fine-tuned accuracy against pretraining steps")
     fig.tight_layout()
@@ -145,7 +146,8 @@ def main() -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     payload = {"name": "pretrain_curve", "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
                "pretrain": str(PRETRAIN.relative_to(ROOT)),
-               "finetune": str(FINETUNE.relative_to(ROOT)), "points": rows}  # fmt: skip
+               "finetune": str(FINETUNE.relative_to(ROOT)), "points": rows,
+               "val_masked_accuracy": {str(k): v for k, v in sorted(masked.items())}}  # fmt: skip
     (RESULTS / "pretrain_curve.json").write_text(json.dumps(payload, indent=2), encoding="utf-8")
     head = "| pretraining step | val masked acc | test acc | test F1 | baseline acc | fine-tune s |"
     lines = [head, "|---|---|---|---|---|---|"]
@@ -155,7 +157,7 @@ def main() -> None:
                      f"{r['test_accuracy']:.4f} | {r['test_f1']:.4f} | "
                      f"{r['baseline_accuracy']:.4f} | {r['seconds']:.0f} |")  # fmt: skip
     (RESULTS / "pretrain_curve.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    plot(rows, RESULTS / "pretrain_curve.png")
+    plot(rows, masked, RESULTS / "pretrain_curve.png")
     print("\n".join(lines), flush=True)
 
 
