@@ -437,14 +437,20 @@ def test_replicas_that_cannot_be_placed_fail_after_the_startup_timeout(url, mode
 
 
 def _listening(port: int) -> dict[str, str]:
-    """Local address -> process name of each TCP listener on `port` on this machine."""
+    """Local address -> process name of each TCP listener on `port` on this machine. A listener
+    can exit between the listing and the name (HAProxy reloads into a new process): look again."""
     import psutil
 
-    return {
-        f"{c.laddr.ip}:{c.laddr.port}": psutil.Process(c.pid).name()
-        for c in psutil.net_connections(kind="tcp")
-        if c.status == psutil.CONN_LISTEN and c.laddr.port == port and c.pid
-    }
+    for _ in range(10):
+        try:
+            return {
+                f"{c.laddr.ip}:{c.laddr.port}": psutil.Process(c.pid).name()
+                for c in psutil.net_connections(kind="tcp")
+                if c.status == psutil.CONN_LISTEN and c.laddr.port == port and c.pid
+            }
+        except psutil.NoSuchProcess:
+            time.sleep(0.5)
+    raise AssertionError(f"the listeners on port {port} kept changing for 5 s")
 
 
 @pytest.mark.parametrize("ingress", ["direct", pytest.param("haproxy", marks=pytest.mark.variant)])
