@@ -33,9 +33,8 @@ def pretrain(work: Path) -> tuple[Any, dict[int, float]]:
     from raylm import stages
     from raylm.recipe import load_config
 
-    first = load_config(str(PRETRAIN), [f"run.output_dir={work}"])
-    keep = f"train.keep_checkpoints={first.train.epochs + 1}"  # every epoch's checkpoint
-    cfg = load_config(str(PRETRAIN), [f"run.output_dir={work}", keep])
+    cfg = load_config(str(PRETRAIN), [f"run.output_dir={work}"])
+    cfg.train.keep_checkpoints = cfg.train.epochs + 1  # every epoch's checkpoint
     result = stages.run_dir_of(cfg) / "train_result.json"
     if not result.is_file():
         stages.preprocess(cfg)
