@@ -495,8 +495,10 @@ def parse_config(data: dict[str, Any], source: str = "<config>") -> Config:
 
 
 def dump_config(cfg: Config, path: str | Path) -> None:
-    """Write a config as YAML that `load_config` reads back to an equal Config."""
-    Path(path).write_text(
-        yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False, allow_unicode=True),
-        encoding="utf-8",
+    """Write a config as YAML that `load_config` reads back to an equal Config (atomically: a
+    process killed while writing leaves the previous file whole)."""
+    from raylm.fsutil import write_atomic
+
+    write_atomic(
+        Path(path), yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
     )

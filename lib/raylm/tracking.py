@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from raylm.config import Config
+from raylm.fsutil import write_atomic
 from raylm.runfolder import flatten
 
 RECORD = "tracking.json"
@@ -117,7 +118,7 @@ def open_run(cfg: Config, parent_run_id: str | None = None) -> TrackingTarget | 
         client.log_batch(run_id, params=chunk)
     run_dir.mkdir(parents=True, exist_ok=True)
     record = {"mlflow_uri": uri, "mlflow_run_id": run_id, "experiment": settings.experiment}
-    (run_dir / RECORD).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    write_atomic(run_dir / RECORD, json.dumps(record, indent=2) + "\n")
     return TrackingTarget(board, uri, run_id)
 
 

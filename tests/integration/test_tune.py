@@ -111,7 +111,8 @@ def test_killed_asha_sweep_resumes_without_rerunning_its_finished_trial_and_repo
     assert sum(after.values()) == 3  # the interrupted one ran again, to its end
 
     rows = list(csv.DictReader((sweep / "results.csv").open(encoding="utf-8")))
-    assert len(rows) == len(result.rows) == 2 and all(r["status"] == "ok" for r in rows)
+    assert len(rows) == len(result.rows) == 2
+    assert all(r["status"] == "ok" for r in rows), [r["error"] for r in rows]
     assert float(rows[0]["train.lr"]) == 2e-3 and int(rows[0]["model.num_layers"]) == 2  # defaults
     assert {"train.lr", "model.num_layers", "best", "epochs_run", "stopped_early"} <= set(rows[0])
     assert all(float(r["epochs_run"]) >= 1 for r in rows)  # grace period: one epoch each

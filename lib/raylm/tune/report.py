@@ -18,7 +18,8 @@ from raylm.recipe import config_from_dict
 from raylm.tune.settings import TuneSettings
 from raylm.tune.space import apply_sample
 
-COLUMNS = ["trial_id", "final", "best", "epochs_run", "stopped_early", "wall_s", "status"]
+COLUMNS = ["trial_id", "final", "best", "epochs_run", "stopped_early", "wall_s", "status", "error"]
+ERROR_CHARS = 300  # of a failed trial's error in the tables (the whole of it is in Tune's folder)
 
 
 def _finite(v: Any) -> bool:
@@ -43,6 +44,16 @@ def _kept_checkpoint(scored: list[dict], metric: str, best: float) -> str | None
     return kept[0] if kept else None
 
 
+def _error_line(error: BaseException | None) -> str | None:
+    """The last line of a failed trial's error that says something (Ray wraps the trial's own
+    exception in a traceback; its final line names the cause)."""
+    if error is None:
+        return None
+    lines = [ln.strip() for ln in str(error).splitlines() if ln.strip()]
+    text = lines[-1] if lines else type(error).__name__
+    return text[:ERROR_CHARS]
+
+
 def _row(result: Any, settings: TuneSettings, epochs: int) -> tuple[dict, list[tuple]]:
     df = result.metrics_dataframe
     recs = [] if df is None else df.to_dict("records")
@@ -63,6 +74,7 @@ def _row(result: Any, settings: TuneSettings, epochs: int) -> tuple[dict, list[t
         "stopped_early": bool(result.error is None and recs and epochs_run < epochs),
         "wall_s": round(float(last.get("time_total_s") or 0.0), 1),
         "status": "error" if result.error else "ok",
+        "error": _error_line(result.error),
         "best_checkpoint": ckpt,
     }
     curve = [(float(r["epoch"]), float(r[metric])) for r in scored if r.get("epoch") is not None]
@@ -83,7 +95,7 @@ def summarize(grid: Any, settings: TuneSettings, epochs: int):
 def _fmt(v: Any) -> str:
     if isinstance(v, float):
         return f"{v:.4g}"
-    return "" if v is None else str(v)
+    return "" if v is None else str(v).replace("|", "/")  # a cell of the markdown table
 
 
 def write_tables(rows, curves, settings: TuneSettings, sweep_dir: Path) -> None:

@@ -235,6 +235,9 @@ def run_sweep(cfg: Config, resume: bool = False) -> SweepResult:
         finish_run(_sweep_config(cfg, sweep), "FINISHED")
     _say(f"{len(grid)} trial(s) in {time.perf_counter() - t0:.0f}s")
     rows, curves = summarize(grid, settings, cfg.train.epochs)
+    for row in rows:
+        if row["error"]:
+            _say(f"trial {row['trial_id']} failed: {row['error']}")
     if not any(r["best"] is not None for r in rows):
         errors = [str(r.error) for r in grid if r.error]
         raise RuntimeError(f"sweep {sweep}: no trial reported {settings.metric}; {errors[:2]}")

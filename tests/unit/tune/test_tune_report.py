@@ -42,6 +42,7 @@ def test_best_final_epochs_and_the_kept_checkpoint(tmp_path):
     # epoch 2 reached the best first, but Ray Train kept the later tie (c3) only
     assert row["best_checkpoint"] == str(tmp_path / "c3")
     assert row["stopped_early"] is False and row["status"] == "ok" and row["wall_s"] == 30.0
+    assert row["error"] is None
     assert curve == [(1.0, 0.70), (2.0, 0.81), (3.0, 0.81)]
 
 
@@ -56,7 +57,9 @@ def test_stopped_early_min_mode_and_non_finite_values(tmp_path):
 
 
 def test_a_trial_that_failed_before_reporting(tmp_path):
-    row, curve = _row(_result(tmp_path, [], error=RuntimeError("x")), _settings(), epochs=3)
+    error = RuntimeError("Traceback (most recent call last):\n  ...\nValueError: bad | shard\n")
+    row, curve = _row(_result(tmp_path, [], error=error), _settings(), epochs=3)
     assert row["trial_id"] == "trial_t9" and row["status"] == "error"
+    assert row["error"] == "ValueError: bad | shard"  # the cause, for the results table
     assert row["best"] is None and row["best_checkpoint"] is None and curve == []
     assert row["stopped_early"] is False
