@@ -174,6 +174,11 @@ def evaluate(cfg: Config) -> dict[str, Any]:
             raise FileNotFoundError(
                 f"{needed} not found: run `raylm {stage}` for this config first"
             )
+    stats = json.loads((data_dir / "stats.json").read_text(encoding="utf-8"))
+    if stats.get("splits", {}).get("test") == 0:  # e.g. data.split.test: 0 for a pretraining
+        say(f"evaluate: the test split of {data_dir} is empty (data.split.test "
+            f"{cfg.data.split.test}): nothing to score")  # fmt: skip
+        return {}
     mark_running(run_dir)
     ensure_ray(cfg.run)
     metrics = get_task(cfg.model.task).evaluate(cfg, run_dir, data_dir)

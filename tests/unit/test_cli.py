@@ -214,6 +214,19 @@ def test_train_or_evaluate_before_preprocess_says_so_without_starting_ray(tmp_pa
     assert out["ray_started"] is False  # it failed before Ray was started
 
 
+def test_evaluate_with_an_empty_test_split_says_so_and_scores_nothing(cli, tmp_path):
+    """A pretraining may hold no test split (data.split.test: 0): `raylm run` still ends."""
+    data = tmp_path / "sentiment_zh" / "data"
+    data.mkdir(parents=True)
+    splits = {"train": 9, "validation": 1, "test": 0}
+    (data / "stats.json").write_text(json.dumps({"splits": splits}))
+    (tmp_path / "sentiment_zh" / "model").mkdir()
+    result = cli("evaluate", "examples/sentiment_zh.yaml", "--output", tmp_path)
+    assert result.exit_code == 0, result.stderr
+    assert "the test split of" in result.stdout and "is empty" in result.stdout
+    assert not (tmp_path / "sentiment_zh" / "metrics.json").exists()
+
+
 def test_export_before_train_names_raylm_train(cli, tmp_path):
     result = cli("export", "examples/sentiment_zh.yaml", "--output", tmp_path)
     assert result.exit_code == 1
