@@ -167,6 +167,7 @@ def export(cfg: Config, checkpoint: str | None = None) -> Path:
 def evaluate(cfg: Config) -> dict[str, Any]:
     """The task's test-split evaluation of the exported model: metrics.json, report.md, plots."""
     from raylm.runtime import ensure_ray
+    from raylm.train.driver import read_stats
 
     run_dir, data_dir = run_dir_of(cfg), data_dir_of(cfg)
     for needed, stage in ((data_dir / "stats.json", "preprocess"), (run_dir / "model", "export")):
@@ -174,8 +175,7 @@ def evaluate(cfg: Config) -> dict[str, Any]:
             raise FileNotFoundError(
                 f"{needed} not found: run `raylm {stage}` for this config first"
             )
-    stats = json.loads((data_dir / "stats.json").read_text(encoding="utf-8"))
-    if stats.get("splits", {}).get("test") == 0:  # e.g. data.split.test: 0 for a pretraining
+    if read_stats(data_dir).get("splits", {}).get("test") == 0:  # e.g. a pretraining's split
         say(f"evaluate: the test split of {data_dir} is empty (data.split.test "
             f"{cfg.data.split.test}): nothing to score")  # fmt: skip
         return {}
