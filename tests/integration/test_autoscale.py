@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -54,12 +55,19 @@ DRIVER = textwrap.dedent(
 
     ray.init(address=sys.argv[1], log_to_driver=False)
     alive = lambda: sorted(n["NodeID"] for n in ray.nodes() if n["Alive"])
-    out = {"nodes_before": len(alive()), "peak_nodes": 0}
+    out = {"nodes_before": len(alive()), "peak_nodes": 0, "timeline": []}
     stop = threading.Event()
+    t_start = time.time()
 
     def watch():
+        # Also a timeline of the live node set (seconds, ids' last 6 hex) for a failure's message.
+        last = None
         while not stop.is_set():
-            out["peak_nodes"] = max(out["peak_nodes"], len(alive()))
+            ids = alive()
+            out["peak_nodes"] = max(out["peak_nodes"], len(ids))
+            if ids != last:
+                out["timeline"].append([round(time.time() - t_start, 1), [i[-6:] for i in ids]])
+                last = ids
             time.sleep(0.5)
 
     watcher = threading.Thread(target=watch, daemon=True)
@@ -195,6 +203,8 @@ def _kill_group(pgid: int, temp_dir: str) -> None:
 def fake_cluster():
     from ray._private.services import get_node_ip_address
 
+    from ray_state import ensure_auth_token
+
     # Short path: Ray's unix sockets live under it and socket paths are limited to ~107 bytes.
     temp_dir = tempfile.mkdtemp(prefix="raylm-as-", dir="/tmp")
     gcs = f"{get_node_ip_address()}:{_free_port()}"
@@ -216,6 +226,7 @@ def fake_cluster():
         "--disable-usage-stats",
     ]
     # Token auth on, as in cluster.yaml; the token is ~/.ray/auth_token (created if missing).
+    ensure_auth_token()
     env = dict(
         os.environ, RAY_FAKE_CLUSTER="1", AUTOSCALER_UPDATE_INTERVAL_S="1", RAY_AUTH_MODE="token"
     )
@@ -234,10 +245,25 @@ def fake_cluster():
         shutil.rmtree(temp_dir, ignore_errors=True)
 
 
-def _autoscaler_log(temp_dir: str, lines: int = 60) -> str:
+def _monitor_log(temp_dir: str) -> list[str]:
     log = Path(temp_dir) / "session_latest" / "logs" / "monitor.log"
-    text = log.read_text(errors="replace").splitlines() if log.exists() else ["(no monitor.log)"]
-    return "\n--- autoscaler (monitor.log) ---\n" + "\n".join(text[-lines:])
+    return log.read_text(errors="replace").splitlines() if log.exists() else ["(no monitor.log)"]
+
+
+def _autoscaler_log(lines: list[str], tail: int = 60) -> str:
+    # Its launches and terminations from the whole run, then the tail.
+    events = [ln for ln in lines if re.search(r"Adding \d+ node|Terminat|Launch", ln)]
+    return (
+        "\n--- autoscaler events (monitor.log) ---\n"
+        + "\n".join(events[-40:])
+        + "\n--- autoscaler (monitor.log, last lines) ---\n"
+        + "\n".join(lines[-tail:])
+    )
+
+
+def _removed_over_max(lines: list[str]) -> int:
+    """Nodes the autoscaler launched beyond `max_workers` and then terminated itself."""
+    return sum("Terminating the node" in ln and "(max_workers_per_type)" in ln for ln in lines)
 
 
 def test_training_job_scales_workers_up_then_idle_nodes_go(fake_cluster, tmp_path):
@@ -257,13 +283,21 @@ def test_training_job_scales_workers_up_then_idle_nodes_go(fake_cluster, tmp_pat
         timeout=420,
     )
     lines = [ln for ln in run.stdout.splitlines() if ln.startswith("RESULT ")]
-    log = _autoscaler_log(fake_cluster["temp_dir"])
+    monitor = _monitor_log(fake_cluster["temp_dir"])
+    (tmp_path / "monitor.log").write_text("\n".join(monitor))  # kept with the test's files
+    log = _autoscaler_log(monitor)
     assert run.returncode == 0 and lines, run.stdout[-2000:] + run.stderr[-3000:] + log
     result = json.loads(lines[-1][len("RESULT ") :])
     print(f"autoscale: {result}, driver wall {time.time() - t0:.0f}s")
+    over_max = _removed_over_max(monitor)
+    print(f"autoscale: {over_max} node(s) launched over the max and removed by the autoscaler")
 
     assert result["nodes_before"] == 1, log  # just the head: min_workers is 0
-    assert result["peak_nodes"] == 3, log  # the autoscaler added two workers (the max)
+    # The autoscaler added two workers (the max) and held no more. Ray's legacy autoscaler may
+    # launch one node over the max when demand arrives while an idle node is being terminated (seen
+    # here: a preprocessing node goes idle just as the training placement group asks for two); it
+    # terminates it as soon as it registers ("max_workers_per_type"). Such nodes are counted apart.
+    assert 3 <= result["peak_nodes"] <= 3 + over_max, f"{result['timeline']}{log}"
     assert result["steps"] == 6  # the 2-worker run trained on them (the 0-CPU head cannot)
     assert (Path(result["checkpoint"]) / "hf" / "model.safetensors").is_file()
     assert result["nodes_after"] == 1, f"idle workers still up after {result['scale_down_s']}s{log}"

@@ -35,6 +35,7 @@ from pathlib import Path
 import pytest
 from test_autoscale import _free_port, _kill_group  # same folder: pytest's rootdir import
 
+from ray_state import ensure_auth_token
 from raylm.data.synthetic import write_sentiment_corpus
 
 pytestmark = [
@@ -104,6 +105,7 @@ def head():
         "--disable-usage-stats",
     ]
     # Token auth as `ray start` does it in 2.60 (token in ~/.ray/auth_token, created if missing).
+    ensure_auth_token()
     # Every job driver and worker inherits this environment, the probe switch included.
     env = dict(os.environ, RAY_AUTH_MODE="token", RAYLM_IMPORT_PROBE=str(probe))
     # Job entrypoints say `python`, as on a cluster: make that this interpreter (the venv's),
