@@ -58,9 +58,17 @@ def test_mlm_pretraining_learns_and_its_encoder_fine_tunes(tmp_path, ray_session
     assert ppl[-1] < vocab / 2, (ppl, vocab)  # far below a uniform guess over the vocabulary
     assert acc[-1] > 10 / vocab, (acc, vocab)
 
-    test = metrics["test"]
+    assert all(0 <= r["val_hidden_accuracy"] <= 1 for r in val), val
+
+    test, base = metrics["test"], metrics["baseline"]["test"]
     assert test["tokens"] > 100 and 0 < test["masked_accuracy"] < 1
     assert test["perplexity"] < ppl[0]
+    # Beside it, the unigram baseline on the same masked tokens: the commonest training token's
+    # share (a few %), and a perplexity far below a uniform guess.
+    assert base["tokens"] == test["tokens"]
+    assert 0 < base["hidden_accuracy"] < 0.2 and 1 < base["perplexity"] < vocab / 2, base
+    report = (run_dir / "report.md").read_text()
+    assert "| hidden_accuracy |" in report and "baseline" in report, report
 
     # The export is a masked LM whose encoder a classifier loads (a fresh head on it).
     from transformers import AutoModelForMaskedLM, AutoModelForSequenceClassification

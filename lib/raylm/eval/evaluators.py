@@ -68,29 +68,39 @@ class LMEvaluator:
 
 
 class MaskedLMEvaluator:
-    """Masked-token accuracy and perplexity over the masked positions (labels != IGNORE)."""
+    """Masked-token accuracy and perplexity over the masked positions (labels != IGNORE), and
+    the accuracy where the input hides the token ([MASK] or a random token, 90% of them): only
+    context can tell those, while the 10% left unchanged can be copied. A model that has learned
+    nothing from context scores there what always guessing the most frequent token scores."""
 
     def __init__(self, num_labels: int = 0):
         self.nll = torch.zeros((), dtype=torch.float64)
         self.correct = torch.zeros((), dtype=torch.float64)
         self.tokens = torch.zeros((), dtype=torch.float64)
+        self.hidden_correct = torch.zeros((), dtype=torch.float64)
+        self.hidden = torch.zeros((), dtype=torch.float64)
 
     def update(self, out: Any, batch: dict[str, torch.Tensor]) -> None:
         labels = batch["labels"]
         scored = labels != IGNORE_INDEX
+        hidden = scored & (batch["input_ids"] != labels)
         n = int(scored.sum())
         self.nll += float(out.loss) * n  # the model's loss is the mean over scored positions
-        self.correct += int((out.logits.argmax(-1)[scored] == labels[scored]).sum())
+        hits = out.logits.argmax(-1) == labels
+        self.correct += int(hits[scored].sum())
         self.tokens += n
+        self.hidden_correct += int(hits[hidden].sum())
+        self.hidden += int(hidden.sum())
 
     def tensors(self) -> list[torch.Tensor]:
-        return [self.nll, self.correct, self.tokens]
+        return [self.nll, self.correct, self.tokens, self.hidden_correct, self.hidden]
 
     def metrics(self) -> dict[str, float]:
         tokens = float(self.tokens.clamp(min=1))
         return {
             "val_loss": float(self.nll) / tokens,
             "val_masked_accuracy": float(self.correct) / tokens,
+            "val_hidden_accuracy": float(self.hidden_correct) / float(self.hidden.clamp(min=1)),
             "val_perplexity": float(perplexity(float(self.nll), float(self.tokens))),
         }
 

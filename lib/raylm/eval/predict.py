@@ -96,9 +96,11 @@ def perplexity_of(ds: Any, model_dir: str, batch_size: int = 16) -> dict[str, fl
 
 class MaskedLMScorer:
     """Masks encoded blocks as validation does (one fixed seed) and sums the masked tokens' NLL
-    and hits: test perplexity and masked-token accuracy of an exported masked LM."""
+    and hits, overall and where the input hides the token: test perplexity and masked-token
+    accuracy of an exported masked LM; with `unigram_logp`, the same sums of the unigram
+    baseline (raylm.eval.mlm_baseline) on the same masks."""
 
-    def __init__(self, model_dir: str, seed: int, mask_prob: float):
+    def __init__(self, model_dir: str, seed: int, mask_prob: float, unigram_logp=None):
         from transformers import AutoTokenizer
 
         from raylm.models.export import load_model
@@ -107,45 +109,82 @@ class MaskedLMScorer:
         tok = AutoTokenizer.from_pretrained(model_dir)
         self.pad_id, self.mask_id = tok.pad_token_id or 0, tok.mask_token_id
         self.seed, self.mask_prob = seed, mask_prob
+        self.logp = None if unigram_logp is None else np.asarray(unigram_logp)
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
         import torch
 
         from raylm.data.mlm import collate_mlm
+        from raylm.eval.evaluators import MaskedLMEvaluator
+        from raylm.eval.mlm_baseline import unigram_sums
 
         inputs = collate_mlm(
             batch, self.pad_id, self.mask_id, self.model.config.vocab_size, self.seed,
             self.mask_prob,
         )  # fmt: skip
-        from raylm.eval.evaluators import MaskedLMEvaluator
-
         sums = MaskedLMEvaluator()  # the sums validation keeps, for this batch
         with torch.inference_mode():
             sums.update(self.model(**inputs), inputs)
-        nll, hits, tokens = (float(t) for t in sums.tensors())
-        return {"nll": np.array([nll]), "hits": np.array([hits]), "tokens": np.array([tokens])}
+        names = ("nll", "hits", "tokens", "hidden_hits", "hidden")
+        out = {k: np.array([float(t)]) for k, t in zip(names, sums.tensors(), strict=True)}
+        if self.logp is not None:
+            base = unigram_sums(inputs["input_ids"].numpy(), inputs["labels"].numpy(), self.logp)
+            out.update({f"base_{k}": np.array([v]) for k, v in base.items()})
+        return out
 
 
 def masked_lm_scores(
-    ds: Any, model_dir: str, seed: int, mask_prob: float, batch_size: int = 16
-) -> dict[str, float]:
-    """Masked-token loss, perplexity and accuracy of an exported masked LM over encoded blocks."""
+    ds: Any,
+    model_dir: str,
+    seed: int,
+    mask_prob: float,
+    batch_size: int = 16,
+    unigram_logp: Any = None,
+) -> dict[str, dict[str, float]]:
+    """Masked-token loss, perplexity and accuracy (overall and where the input hides the token)
+    of an exported masked LM over encoded blocks: {"model": ...}, and {"baseline": ...} of the
+    unigram model when `unigram_logp` is given."""
     from raylm.eval.metrics import perplexity
 
     sums = ds.map_batches(
         MaskedLMScorer,
-        fn_constructor_kwargs={"model_dir": str(model_dir), "seed": seed, "mask_prob": mask_prob},
+        fn_constructor_kwargs={
+            "model_dir": str(model_dir),
+            "seed": seed,
+            "mask_prob": mask_prob,
+            "unigram_logp": unigram_logp,
+        },
         batch_size=batch_size,
         batch_format="numpy",
         compute=one_actor(),
     ).to_pandas()
-    nll, tokens = float(sums["nll"].sum()), float(sums["tokens"].sum())
-    return {
-        "loss": nll / max(tokens, 1),
-        "perplexity": perplexity(nll, tokens),
-        "masked_accuracy": float(sums["hits"].sum()) / max(tokens, 1),
-        "tokens": tokens,
-    }
+    tokens, hidden = float(sums["tokens"].sum()), float(sums["hidden"].sum())
+
+    def scores(prefix: str) -> dict[str, float]:
+        nll = float(sums[f"{prefix}nll"].sum())
+        return {
+            "loss": nll / max(tokens, 1),
+            "perplexity": perplexity(nll, tokens),
+            "masked_accuracy": float(sums[f"{prefix}hits"].sum()) / max(tokens, 1),
+            "hidden_accuracy": float(sums[f"{prefix}hidden_hits"].sum()) / max(hidden, 1),
+            "tokens": tokens,
+        }
+
+    out = {"model": scores("")}
+    if unigram_logp is not None:
+        out["baseline"] = scores("base_")
+    return out
+
+
+def unigram_baseline(ds: Any, vocab_size: int) -> np.ndarray:
+    """Log-probabilities of the unigram baseline, counted over a split's masked-LM blocks."""
+    from raylm.eval.mlm_baseline import count_tokens, unigram_logprobs
+
+    counts = ds.map_batches(count_tokens(vocab_size), batch_size=256, batch_format="numpy")
+    total = np.zeros(vocab_size, dtype=np.int64)
+    for batch in counts.iter_batches(batch_size=64, batch_format="numpy"):
+        total += np.asarray(batch["counts"]).sum(axis=0)
+    return unigram_logprobs(total)
 
 
 class QAPredictor:

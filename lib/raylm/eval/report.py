@@ -27,7 +27,18 @@ from raylm.fsutil import write_atomic
 
 __all__ = ["read_history", "write_evaluation", "write_report"]
 
-ROWS = ("accuracy", "precision", "recall", "f1", "exact_match", "perplexity", "loss", "count")
+ROWS = (
+    "accuracy",
+    "precision",
+    "recall",
+    "f1",
+    "exact_match",
+    "masked_accuracy",
+    "hidden_accuracy",
+    "perplexity",
+    "loss",
+    "count",
+)
 _SECTION_ORDER = ("model", "baseline")
 _TIMINGS = ("fit_seconds", "train_seconds", "eval_seconds")
 

@@ -31,12 +31,17 @@ def check_config(cfg: Config) -> list[str]:
     if cfg.train.best_metric in ("val_accuracy", "val_precision", "val_recall", "val_f1"):
         problems.append(
             f"train.best_metric: {cfg.train.best_metric} is a classification metric "
-            "(masked LM reports val_loss, val_masked_accuracy, val_perplexity)"
+            "(masked LM reports val_loss, val_masked_accuracy, val_hidden_accuracy, val_perplexity)"
         )
     why = "masked-LM pretraining reads the text alone"
     problems += ignored_fields(cfg.data, ("labels", "qa"), "data", why)
     problems += ignored_fields(cfg.run, ("qa",), "run", why)
-    problems += ignored_fields(cfg.run, ("baseline",), "run", "the baseline is a classifier's")
+    problems += ignored_fields(
+        cfg.run,
+        ("baseline",),
+        "run",
+        "it is the classifiers' TF-IDF baseline (a masked LM always reports its unigram baseline)",
+    )
     return problems + ignored_fields(cfg.run, ("max_new_tokens",), "run", "it generates nothing")
 
 
@@ -98,21 +103,30 @@ def skeleton(model: ModelConfig, vocab_size: int, num_labels: int = 2, pad_id: i
 
 def evaluate(cfg: Config, run_dir: Path, data_dir: Path) -> dict[str, Any]:
     """Masked-token accuracy and perplexity of the exported model on the test blocks, masked
-    with train.seed (as validation is)."""
+    with train.seed (as validation is), beside the unigram baseline counted on the training
+    blocks (raylm.eval.mlm_baseline) on the same masks."""
+    from transformers import AutoConfig
+
     from raylm.data.lm_pipeline import read_encoded
-    from raylm.eval.predict import masked_lm_scores
+    from raylm.eval.predict import masked_lm_scores, unigram_baseline
     from raylm.eval.report import write_evaluation
 
-    test = masked_lm_scores(
-        read_encoded(data_dir, "test"), str(run_dir / "model"), cfg.train.seed,
-        cfg.data.mlm.mask_prob,
+    model_dir = run_dir / "model"
+    vocab = AutoConfig.from_pretrained(str(model_dir)).vocab_size
+    logp = unigram_baseline(read_encoded(data_dir, "train"), vocab)
+    scores = masked_lm_scores(
+        read_encoded(data_dir, "test"), str(model_dir), cfg.train.seed, cfg.data.mlm.mask_prob,
+        unigram_logp=logp,
     )  # fmt: skip
+    test, base = scores["model"], scores["baseline"]
     say(
-        f"test masked-token accuracy {test['masked_accuracy']:.4f}, perplexity "
-        f"{test['perplexity']:.2f} ({test['tokens']:.0f} masked tokens)"
+        f"test masked-token accuracy {test['masked_accuracy']:.4f} (unigram baseline "
+        f"{base['masked_accuracy']:.4f}), where the input hides the token "
+        f"{test['hidden_accuracy']:.4f} ({base['hidden_accuracy']:.4f}), perplexity "
+        f"{test['perplexity']:.2f} ({base['perplexity']:.2f}); {test['tokens']:.0f} masked tokens"
     )
-    write_evaluation(run_dir, {"test": test})
-    return {"test": test}
+    write_evaluation(run_dir, {"test": test, "baseline": {"test": base}})
+    return {"test": test, "baseline": {"test": base}}
 
 
 TASK = Task(
