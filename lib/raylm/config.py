@@ -209,7 +209,8 @@ class DataConfig(StrictModel):
 # -------------------------------------------------------------------------------------- model
 # The names of raylm.tasks.TASKS (a unit test holds the two equal); what each task does is there.
 Task = Literal["classification", "causal_lm", "qa", "mlm", "extractive_qa"]
-PRETRAINED_DECIDES = ("num_layers", "hidden_size", "num_heads", "dropout")
+PRETRAINED_DECIDES = ("arch", "num_layers", "hidden_size", "num_heads", "dropout")
+DECODER_TASKS = ("causal_lm", "qa")  # GPT-2 from a preset; the rest build an encoder
 
 
 class LoraConfig(StrictModel):
@@ -237,6 +238,12 @@ class ModelConfig(StrictModel):
         "tiny", description="Size preset for a model built from a config (ignored with `path`)."
     )
     path: PretrainedPath = Field(None, description="Pretrained model: local folder or model id.")
+    arch: Literal["bert", "roformer"] | None = Field(
+        None,
+        description="Encoder built from a preset: bert (learned position embeddings) or "
+        "roformer (rotary positions, which leave masked-LM pretraining's unigram plateau far "
+        "sooner on small budgets). None: bert. Encoder tasks only.",
+    )
     num_layers: int | None = Field(None, ge=1, description="Override the preset's layer count.")
     hidden_size: int | None = Field(None, ge=8, description="Override the preset's hidden size.")
     num_heads: int | None = Field(None, ge=1, description="Override the preset's attention heads.")
@@ -262,6 +269,11 @@ class ModelConfig(StrictModel):
             raise ValueError("set either `preset` or `path`")
         if self.lora is not None and self.path is None:
             raise ValueError("`lora` adapts a pretrained model: set `path` too")
+        if self.arch is not None and self.task in DECODER_TASKS:
+            raise ValueError(
+                f"`arch` {self.arch} picks an encoder; task {self.task} builds a GPT-2 decoder "
+                "(drop `arch`)"
+            )
 
         if self.hidden_size and self.num_heads and self.hidden_size % self.num_heads:
             raise ValueError(

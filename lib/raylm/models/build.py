@@ -50,12 +50,18 @@ def resolved_preset(cfg: ModelConfig) -> Preset:
     )
 
 
-def _encoder_config(cfg: ModelConfig, vocab_size: int, num_labels: int, pad_token_id: int):
-    from transformers import BertConfig
+# Encoders a preset can build (`model.arch`): BERT's learned position embeddings, or RoFormer's
+# rotary positions (same blocks otherwise; the folder loads in every Auto class BERT's does).
+ENCODERS = {"bert": "BertConfig", "roformer": "RoFormerConfig"}
 
+
+def _encoder_config(cfg: ModelConfig, vocab_size: int, num_labels: int, pad_token_id: int):
+    import transformers
+
+    config_class = getattr(transformers, ENCODERS[cfg.arch or "bert"])
     p = resolved_preset(cfg)
     dropout = 0.1 if cfg.dropout is None else cfg.dropout
-    return BertConfig(
+    return config_class(
         vocab_size=vocab_size,
         hidden_size=p.hidden,
         num_hidden_layers=p.layers,
@@ -159,7 +165,8 @@ def causal_lm(
 
 
 def masked_lm(cfg: ModelConfig, vocab_size: int, pad_token_id: int = 0) -> Any:
-    """A BERT-style encoder with a masked-LM head (its encoder is what fine-tuning loads)."""
+    """A BERT-style encoder (`model.arch`) with a masked-LM head (its encoder is what
+    fine-tuning loads)."""
     from transformers import AutoModelForMaskedLM
 
     if cfg.path:

@@ -17,6 +17,9 @@ from typing import Any
 from raylm.config import LoraConfig
 
 ADAPTER_CONFIG = "adapter_config.json"
+# Layers to adapt when the recipe names none, for architectures raylm builds whose defaults peft
+# lacks (peft picks for the others): BERT's choice, the attention's query and value.
+DEFAULT_TARGETS = {"roformer": ["query", "value"]}
 
 
 def is_adapter(folder: str | Path) -> bool:
@@ -71,11 +74,12 @@ def add_lora(
     problem = target_problem(model, lora.target_modules, f"this {type(model).__name__}")
     if problem:
         raise ValueError(problem)
+    model_type = getattr(getattr(model, "config", None), "model_type", None)
     config = PeftLoraConfig(
         r=lora.r,
         lora_alpha=lora.alpha,
         lora_dropout=lora.dropout,
-        target_modules=lora.target_modules,
+        target_modules=lora.target_modules or DEFAULT_TARGETS.get(model_type),
         task_type=peft_task,
         modules_to_save=fresh or None,
     )

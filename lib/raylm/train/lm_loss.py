@@ -45,7 +45,8 @@ def _causal(base: torch.nn.Module) -> bool:
 
 def masked_lm_parts(base: torch.nn.Module) -> tuple[torch.nn.Module, torch.nn.Module] | None:
     """A masked LM's encoder and prediction head, for the layouts whose forward is just
-    `head(encoder(...)[0])`: BERT's (`bert`, `cls`) and RoBERTa's (`roberta`, `lm_head`)."""
+    `head(encoder(...)[0])`: BERT's (`bert`, `cls`), RoFormer's (`roformer`, `cls`) and
+    RoBERTa's (`roberta`, `lm_head`)."""
     if not type(base).__name__.endswith("ForMaskedLM"):
         return None
     body = getattr(base, getattr(base, "base_model_prefix", ""), None)

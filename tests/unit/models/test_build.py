@@ -59,3 +59,43 @@ def _flops_per_token_of(n: int, layers: int, hidden: int, seq: int) -> float:
     from raylm.train.flops import flops_per_token
 
     return flops_per_token(n, layers, hidden, seq)
+
+
+def test_a_rotary_encoder_builds_for_every_encoder_task_and_its_export_loads_downstream(tmp_path):
+    """`model.arch: roformer` builds RoFormer (rotary positions) from the preset; its masked-LM
+    export takes a fresh classifier or span head, with the encoder's weights, and LoRA finds
+    its attention layers without being told (peft has no default for RoFormer)."""
+    import torch
+
+    from raylm.config import LoraConfig
+
+    small = {"preset": "tiny", "num_layers": 1, "hidden_size": 32, "num_heads": 2}
+    mlm = build_model(ModelConfig(task="mlm", arch="roformer", **small), vocab_size=300)
+    assert type(mlm).__name__ == "RoFormerForMaskedLM"
+    assert mlm.config.hidden_size == 32 and mlm.config.max_position_embeddings == 512
+    mlm.save_pretrained(str(tmp_path / "m"))
+    for task, head in [
+        ("classification", "RoFormerForSequenceClassification"),
+        ("extractive_qa", "RoFormerForQuestionAnswering"),
+    ]:
+        fresh = build_model(ModelConfig(task=task, arch="roformer", **small), vocab_size=300)
+        assert type(fresh).__name__ == head
+        tuned = build_model(ModelConfig(task=task, path=str(tmp_path / "m")), vocab_size=300)
+        assert type(tuned).__name__ == head
+        word = "roformer.embeddings.word_embeddings.weight"
+        assert torch.equal(tuned.state_dict()[word], mlm.state_dict()[word])
+    lora = ModelConfig(task="classification", path=str(tmp_path / "m"), lora=LoraConfig())
+    adapted = build_model(lora, vocab_size=300)
+    adapted_layers = {n.split(".lora_A")[0].rsplit(".", 1)[-1] for n, _ in
+                      adapted.named_parameters() if ".lora_A" in n}  # fmt: skip
+    assert adapted_layers == {"query", "value"}
+
+
+def test_arch_is_for_encoders_built_from_a_preset():
+    with pytest.raises(ValueError, match="task causal_lm builds a GPT-2 decoder"):
+        ModelConfig(task="causal_lm", arch="roformer")
+    with pytest.raises(ValueError, match="ignored with `path`"):
+        ModelConfig(task="mlm", path="some/folder", arch="roformer")
+    with pytest.raises(ValueError, match="arch"):
+        ModelConfig(task="mlm", arch="albert")
+    assert type(build_model(ModelConfig(task="mlm"), vocab_size=50)).__name__ == "BertForMaskedLM"

@@ -15,6 +15,8 @@ from transformers import (
     LlamaForCausalLM,
     RobertaConfig,
     RobertaForMaskedLM,
+    RoFormerConfig,
+    RoFormerForMaskedLM,
 )
 
 from raylm.train.lm_loss import labelled_loss, supports_labelled_loss
@@ -68,6 +70,14 @@ def _roberta():
     return RobertaForMaskedLM(conf)
 
 
+def _roformer():
+    conf = RoFormerConfig(
+        hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+        vocab_size=VOCAB, max_position_embeddings=40,
+    )  # fmt: skip
+    return RoFormerForMaskedLM(conf)
+
+
 def _masked_batch(seed: int = 0) -> dict[str, torch.Tensor]:
     """Masked-LM rows, as raylm's collate_mlm makes: a few positions labelled, a padded row."""
     g, ids, mask = _rows(seed, low=2)
@@ -79,10 +89,14 @@ def _masked_batch(seed: int = 0) -> dict[str, torch.Tensor]:
     return {"input_ids": ids, "attention_mask": mask, "token_type_ids": types, "labels": labels}
 
 
-CASES = [(_gpt2, _batch), (_llama, _batch), (_bert, _masked_batch), (_roberta, _masked_batch)]
+CASES = [
+    (_gpt2, _batch), (_llama, _batch),
+    (_bert, _masked_batch), (_roberta, _masked_batch), (_roformer, _masked_batch),
+]  # fmt: skip
+IDS = ["gpt2", "llama", "bert", "roberta", "roformer"]
 
 
-@pytest.mark.parametrize("build,rows", CASES, ids=["gpt2", "llama", "bert", "roberta"])
+@pytest.mark.parametrize("build,rows", CASES, ids=IDS)
 def test_loss_and_gradients_equal_the_models_own(build, rows):
     torch.manual_seed(0)
     model = build().eval()  # no dropout: the two passes must see the same network
@@ -90,16 +104,18 @@ def test_loss_and_gradients_equal_the_models_own(build, rows):
     assert int((batch["labels"] != -100).sum()) > 8  # several chunks of 4
     want = model(**batch).loss
     want.backward()
-    want_grads = {n: p.grad.clone() for n, p in model.named_parameters()}
+    # (RoFormer's sinusoidal position table is a frozen parameter: no gradient either way)
+    trained = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    want_grads = {n: p.grad.clone() for n, p in trained.items()}
     model.zero_grad()
     got = labelled_loss(model, batch, chunk=4)  # several chunks, the last short
     got.backward()
     assert got.item() == pytest.approx(want.item(), rel=1e-6)
-    for name, p in model.named_parameters():
+    for name, p in trained.items():
         torch.testing.assert_close(p.grad, want_grads[name], rtol=1e-5, atol=1e-7, msg=name)
 
 
-@pytest.mark.parametrize("build,rows", CASES[::2], ids=["gpt2", "bert"])
+@pytest.mark.parametrize("build,rows", CASES[::2], ids=IDS[::2])
 def test_a_batch_without_labels_gives_zero_and_every_weight_a_gradient(build, rows):
     model = build()
     batch = rows()
