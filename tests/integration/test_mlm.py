@@ -88,6 +88,6 @@ def test_mlm_pretraining_learns_and_its_encoder_fine_tunes(tmp_path, ray_session
     clf = AutoModelForSequenceClassification.from_pretrained(model_dir, num_labels=2)
     enc_mlm, enc_clf = mlm.roformer.state_dict(), clf.roformer.state_dict()
     shared = [k for k in enc_clf if k in enc_mlm]
-    assert len(shared) >= len(enc_clf) - 2, set(enc_clf) - set(enc_mlm)  # all but the pooler
+    assert len(shared) >= len(enc_clf) - 2, set(enc_clf) - set(enc_mlm)  # all but a pooler
     for k in shared:
         assert torch.equal(enc_mlm[k], enc_clf[k]), k
